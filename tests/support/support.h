@@ -1,0 +1,55 @@
+// Shared test support: device selection, seeded random buffers, output poisoning, and
+// comparisons whose failures show the worst element, its index and a few pairs.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mlxn/mlxn.h"
+
+// Skips the current test, with the reason, when no CUDA device is usable.
+#define MLXN_REQUIRE_CUDA()                                                              \
+  do {                                                                                   \
+    if (::mlxn::cuda_device_count() == 0)                                                \
+      GTEST_SKIP() << "no CUDA device: " << ::mlxn::cuda_unavailable_reason();           \
+  } while (0)
+
+namespace mlxn::test {
+
+// A contiguous buffer of `dtype` filled with seeded normal (or uniform) values.
+Buffer random_buffer(const Shape& shape, DType dtype, uint64_t seed, const Stream& stream,
+                     Distribution distribution = Distribution::normal);
+
+// Overwrites every element with a value no op produces by accident (NaN for floats, a sentinel
+// for integers), so an element an op failed to write shows up in the comparison.
+void poison(const Buffer& buffer, const Stream& stream);
+
+// Element values as f64 in row-major order of the view (any dtype, any strides, any device).
+std::vector<double> to_f64(const Buffer& buffer, const Stream& stream);
+// Raw element bits in row-major order (elements widened to u64).
+std::vector<uint64_t> to_bits(const Buffer& buffer, const Stream& stream);
+
+// Rounds an exact (f64) value to `dtype` the way the library stores it, back as f64.
+double round_to(double value, DType dtype);
+
+struct Tolerance {
+  double atol;
+  double rtol;
+};
+// For a result stored in `out` after an f32 computation with `reduction_length` terms: the
+// output rounding (two units in the last place) plus sqrt(n) f32 roundings, and an absolute
+// floor of the dtype's smallest normal.
+Tolerance tolerance_for(DType out, int64_t reduction_length = 1);
+
+// |actual - expected| <= atol + rtol * |expected| everywhere; NaN only matches NaN.
+::testing::AssertionResult all_close(const std::vector<double>& actual,
+                                     const std::vector<double>& expected, Tolerance tol,
+                                     const Shape& shape);
+// Same bits everywhere; NaN matches any NaN (payloads are not part of the contract).
+::testing::AssertionResult same_bits(const Buffer& actual, const Buffer& expected,
+                                     const Stream& actual_stream, const Stream& expected_stream);
+
+}  // namespace mlxn::test

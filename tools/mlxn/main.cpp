@@ -1,0 +1,82 @@
+// mlxn: the command-line front end. With no subcommand it reports the devices and runs the
+// self-check (the README's quick start).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "mlxn/mlxn.h"
+#include "self_check.h"
+
+namespace {
+
+void print_devices(bool as_json) {
+  nlohmann::json list = nlohmann::json::array();
+  for (mlxn::Device d : mlxn::devices()) {
+    const mlxn::DeviceProperties& p = mlxn::device_properties(d);
+    nlohmann::json j = {{"device", d.str()}, {"name", p.name}, {"multiprocessors", p.multiprocessors}};
+    if (d.is_cuda()) {
+      j["compute_capability"] = std::to_string(p.compute_major) + "." + std::to_string(p.compute_minor);
+      j["memory_gib"] = static_cast<double>(p.total_memory_bytes) / (1 << 30);
+      j["l2_mib"] = static_cast<double>(p.l2_cache_bytes) / (1 << 20);
+      j["shared_memory_per_block_optin_kib"] = p.shared_memory_per_block_optin / 1024;
+    }
+    list.push_back(j);
+  }
+  if (as_json) {
+    std::printf("%s\n", list.dump(2).c_str());
+    return;
+  }
+  std::printf("mlx-native %s, CUDA backend %s\n", "0.1.0",
+              mlxn::cuda_built() ? "built" : "not built");
+  for (const auto& j : list) {
+    std::printf("  %-7s %s (%d %s", j["device"].get<std::string>().c_str(),
+                j["name"].get<std::string>().c_str(), j["multiprocessors"].get<int>(),
+                j["device"] == "cpu" ? "threads" : "SMs");
+    if (j.contains("compute_capability")) {
+      std::printf(", sm %s, %.1f GiB, L2 %.0f MiB",
+                  j["compute_capability"].get<std::string>().c_str(),
+                  j["memory_gib"].get<double>(), j["l2_mib"].get<double>());
+    }
+    std::printf(")\n");
+  }
+  if (mlxn::cuda_device_count() == 0) {
+    std::printf("  no CUDA device: %s\n", mlxn::cuda_unavailable_reason().c_str());
+  }
+}
+
+int self_check() {
+  const auto results = mlxn::cli::run_self_check(mlxn::devices());
+  int failed = 0;
+  std::printf("self-check:\n");
+  for (const auto& r : results) {
+    std::printf("  %-4s %-7s %-20s %s\n", r.passed ? "ok" : "FAIL", r.device.str().c_str(),
+                r.name.c_str(), r.detail.c_str());
+    failed += r.passed ? 0 : 1;
+  }
+  std::printf("%zu passed, %d failed\n", results.size() - static_cast<size_t>(failed), failed);
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mlx-native: transformer inference kernels for NVIDIA GPUs, with a CPU reference"};
+  app.require_subcommand(0, 1);
+  bool json = false;
+  auto* devices_cmd = app.add_subcommand("devices", "List the devices and their properties");
+  devices_cmd->add_flag("--json", json, "Print JSON");
+  auto* check_cmd = app.add_subcommand("self-check", "Run the core ops on every device against the CPU reference");
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (devices_cmd->parsed()) {
+      print_devices(json);
+      return 0;
+    }
+    if (check_cmd->parsed()) return self_check();
+    print_devices(false);
+    return self_check();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mlxn: %s\n", e.what());
+    return 1;
+  }
+}
