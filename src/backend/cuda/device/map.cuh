@@ -1,7 +1,7 @@
 // The elementwise engine every map-shaped CUDA op uses: out[i] = op(i, in_0[i], ..., in_{N-1}[i])
 // over one shape, N inputs of one dtype TIn, output TOut.
-//  - All operands contiguous and 16-byte aligned: each thread moves 16-byte packs (kVec
-//    elements of the narrowest type), kUnroll packs in flight per thread; block 0 does the tail.
+//  - All operands contiguous and 16-byte aligned: each thread moves packs of kVec elements (16
+//    bytes of the widest type), kUnroll packs in flight per thread; block 0 does the tail.
 //  - Contiguous but unaligned: the same kernel with one element per pack.
 //  - Otherwise (strided, broadcast): a grid-stride loop that turns the row-major index into
 //    per-operand offsets.
@@ -78,26 +78,29 @@ __global__ void __launch_bounds__(kMapThreads)
   }
 }
 
-template <int kInputs, class TIn, class TOut, class Op>
+// Index is int32_t when every offset fits (32-bit division is several times cheaper).
+template <int kInputs, class TIn, class TOut, class Index, class Op>
 __global__ void __launch_bounds__(kMapThreads)
     map_strided_kernel(const MapPointers<kInputs> p, const MapStrides<kInputs> s, const Op op) {
   constexpr int kIn = kInputs > 0 ? kInputs : 1;
-  const int64_t step = static_cast<int64_t>(gridDim.x) * kMapThreads;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kMapThreads + threadIdx.x; i < s.numel;
+  const Index numel = static_cast<Index>(s.numel);
+  const Index step = static_cast<Index>(gridDim.x) * kMapThreads;
+  for (Index i = static_cast<Index>(blockIdx.x) * kMapThreads + threadIdx.x; i < numel;
        i += step) {
-    int64_t rest = i, out_offset = 0;
-    int64_t in_offset[kIn] = {};
+    Index rest = i, out_offset = 0;
+    Index in_offset[kIn] = {};
     for (int d = s.rank - 1; d >= 0; --d) {
-      const int64_t c = rest % s.shape[d];
-      rest /= s.shape[d];
-      out_offset += c * s.out[d];
+      const auto extent = static_cast<Index>(s.shape[d]);
+      const Index c = rest % extent;
+      rest /= extent;
+      out_offset += c * static_cast<Index>(s.out[d]);
 #pragma unroll
-      for (int j = 0; j < kInputs; ++j) in_offset[j] += c * s.in[j][d];
+      for (int j = 0; j < kInputs; ++j) in_offset[j] += c * static_cast<Index>(s.in[j][d]);
     }
     TIn values[kIn];
 #pragma unroll
     for (int j = 0; j < kInputs; ++j) values[j] = static_cast<const TIn*>(p.in[j])[in_offset[j]];
-    static_cast<TOut*>(p.out)[out_offset] = op(i, values);
+    static_cast<TOut*>(p.out)[out_offset] = op(static_cast<int64_t>(i), values);
   }
 }
 
@@ -120,8 +123,10 @@ void launch_map(const Buffer& out, const std::array<const Buffer*, kInputs>& inp
     aligned = aligned && inputs[j]->is_aligned(16);
   }
   if (contiguous) {
-    constexpr int kNarrowest = kInputs > 0 ? std::min(sizeof(TIn), sizeof(TOut)) : sizeof(TOut);
-    constexpr int kVec = 16 / kNarrowest;
+    // 16 bytes of the widest operand per pack: its accesses are full 16-byte, fully coalesced
+    // transactions, and the narrower operands' 4- or 8-byte accesses still cover whole lines.
+    constexpr int kWidest = kInputs > 0 ? std::max(sizeof(TIn), sizeof(TOut)) : sizeof(TOut);
+    constexpr int kVec = 16 / kWidest;
     if (aligned) {
       const int64_t packs = numel / kVec;
       const int64_t blocks = std::max<int64_t>(1, (packs + kMapThreads * kMapUnroll - 1) /
@@ -137,18 +142,44 @@ void launch_map(const Buffer& out, const std::array<const Buffer*, kInputs>& inp
     MLXN_CUDA_CHECK_LAUNCH();
     return;
   }
+  // Drop size-1 axes and merge neighbours that every operand walks contiguously, so the kernel
+  // divides as little as possible.
   MapStrides<kInputs> s{};
-  s.rank = out.rank();
   s.numel = numel;
+  int rank = 0;
+  int64_t span = 1;  // largest element offset any operand reaches, for the index-width choice
   for (int d = 0; d < out.rank(); ++d) {
-    s.shape[d] = out.shape()[d];
-    s.out[d] = out.strides()[d];
-    for (int j = 0; j < kInputs; ++j) s.in[j][d] = inputs[j]->strides()[d];
+    const int64_t extent = out.shape()[d];
+    if (extent == 1) continue;
+    bool merge = rank > 0 && s.out[rank - 1] == out.strides()[d] * extent;
+    for (int j = 0; j < kInputs; ++j)
+      merge = merge && s.in[j][rank - 1] == inputs[j]->strides()[d] * extent;
+    if (merge) {
+      s.shape[rank - 1] *= extent;
+      s.out[rank - 1] = out.strides()[d];
+      for (int j = 0; j < kInputs; ++j) s.in[j][rank - 1] = inputs[j]->strides()[d];
+      continue;
+    }
+    s.shape[rank] = extent;
+    s.out[rank] = out.strides()[d];
+    for (int j = 0; j < kInputs; ++j) s.in[j][rank] = inputs[j]->strides()[d];
+    ++rank;
+  }
+  s.rank = rank;
+  for (int d = 0; d < rank; ++d) {
+    int64_t widest = s.out[d];
+    for (int j = 0; j < kInputs; ++j) widest = std::max(widest, s.in[j][d]);
+    span += (s.shape[d] - 1) * widest;
   }
   const int64_t blocks = std::min<int64_t>((numel + kMapThreads - 1) / kMapThreads,
                                            int64_t{16} * multiprocessor_count(out.device()));
-  map_strided_kernel<kInputs, TIn, TOut, Op>
-      <<<static_cast<unsigned>(blocks), kMapThreads, 0, cuda_stream>>>(p, s, op);
+  if (numel < (int64_t{1} << 31) && span < (int64_t{1} << 31)) {
+    map_strided_kernel<kInputs, TIn, TOut, int32_t, Op>
+        <<<static_cast<unsigned>(blocks), kMapThreads, 0, cuda_stream>>>(p, s, op);
+  } else {
+    map_strided_kernel<kInputs, TIn, TOut, int64_t, Op>
+        <<<static_cast<unsigned>(blocks), kMapThreads, 0, cuda_stream>>>(p, s, op);
+  }
   MLXN_CUDA_CHECK_LAUNCH();
 }
 
