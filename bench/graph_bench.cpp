@@ -39,8 +39,10 @@ int main() {
         sequence();
         validate(replayed.to_host<uint16_t>(s) == x.to_host<uint16_t>(s), "replay == eager");
       }
-      const Timing eager = time_device(s, [&](int) { sequence(); }, 3, 30);
-      const Timing replay = time_device(s, [&](int) { g.replay(s); }, 3, 30);
+      const Timing eager = time_device(
+          s, [&](int) { sequence(); }, 3, 30);
+      const Timing replay = time_device(
+          s, [&](int) { g.replay(s); }, 3, 30);
       const nlohmann::json shape = {{"launches", 200}, {"elements", elements}, {"dtype", "bf16"}};
       emit({"sequence_eager", shape, eager, 0, 0});
       auto j = emit({"sequence_graph_replay", shape, replay, 0, 0});

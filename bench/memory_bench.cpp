@@ -30,34 +30,57 @@ int main() {
       copy(src.slice(0, n - (1 << 20), n), expect, s);
       validate(probe.to_host<float>(cpu) == expect.to_host<float>(cpu), "device copy");
     }
-    Case ceiling{"device_copy", {{"elements", n}, {"dtype", "f32"}},
-                 time_device(s, [&](int) { copy(src, dst, s); }), 2.0 * 4 * n, 0};
+    Case ceiling{"device_copy",
+                 {{"elements", n}, {"dtype", "f32"}},
+                 time_device(s, [&](int) { copy(src, dst, s); }),
+                 2.0 * 4 * n,
+                 0};
     const double copy_gbps = emit(ceiling)["GB/s"].get<double>();
 
     // Our own map kernel on the same copy (strided path excluded): f32 -> f32 via cast.
-    emit({"cast_f32_f32", {{"elements", n}}, time_device(s, [&](int) { cast(src, dst, s); }),
-          8.0 * n, 0},
+    emit({"cast_f32_f32",
+          {{"elements", n}},
+          time_device(s, [&](int) { cast(src, dst, s); }),
+          8.0 * n,
+          0},
          copy_gbps);
 
     Buffer half = Buffer::empty({n}, DType::bf16, s);
     cast(src, half, s);
-    emit({"cast_f32_bf16", {{"elements", n}}, time_device(s, [&](int) { cast(src, half, s); }),
-          6.0 * n, 0},
+    emit({"cast_f32_bf16",
+          {{"elements", n}},
+          time_device(s, [&](int) { cast(src, half, s); }),
+          6.0 * n,
+          0},
          copy_gbps);
-    emit({"cast_bf16_f32", {{"elements", n}}, time_device(s, [&](int) { cast(half, dst, s); }),
-          6.0 * n, 0},
+    emit({"cast_bf16_f32",
+          {{"elements", n}},
+          time_device(s, [&](int) { cast(half, dst, s); }),
+          6.0 * n,
+          0},
          copy_gbps);
     Buffer fp8 = Buffer::empty({n}, DType::f8e4m3, s);
-    emit({"cast_bf16_f8e4m3", {{"elements", n}}, time_device(s, [&](int) { cast(half, fp8, s); }),
-          3.0 * n, 0},
+    emit({"cast_bf16_f8e4m3",
+          {{"elements", n}},
+          time_device(s, [&](int) { cast(half, fp8, s); }),
+          3.0 * n,
+          0},
          copy_gbps);
 
-    emit({"fill_f32", {{"elements", n}}, time_device(s, [&](int) { fill(dst, 1.0, s); }),
-          4.0 * n, 0},
+    emit({"fill_f32",
+          {{"elements", n}},
+          time_device(s, [&](int) { fill(dst, 1.0, s); }),
+          4.0 * n,
+          0},
          copy_gbps);
-    emit({"fill_random_normal_f32", {{"elements", n}},
-          time_device(s, [&](int i) { fill_random(dst, {Distribution::normal, uint64_t(i), 0, 1}, s); }),
-          4.0 * n, 0},
+    emit({"fill_random_normal_f32",
+          {{"elements", n}},
+          time_device(s,
+                      [&](int i) {
+                        fill_random(dst, {Distribution::normal, uint64_t(i), 0, 1}, s);
+                      }),
+          4.0 * n,
+          0},
          copy_gbps);
 
     Buffer a = Buffer::empty({n}, DType::bf16, s);
@@ -65,20 +88,25 @@ int main() {
     Buffer c = Buffer::empty({n}, DType::bf16, s);
     fill_random(a, {Distribution::normal, 2, 0, 1}, s);
     fill_random(b, {Distribution::normal, 3, 0, 1}, s);
-    emit({"add_bf16", {{"elements", n}}, time_device(s, [&](int) { add(a, b, c, s); }), 6.0 * n,
-          0},
+    emit({"add_bf16", {{"elements", n}}, time_device(s, [&](int) { add(a, b, c, s); }), 6.0 * n, 0},
          copy_gbps);
-    emit({"scale_bf16", {{"elements", n}}, time_device(s, [&](int) { scale(a, 0.5, c, s); }),
-          4.0 * n, 0},
+    emit({"scale_bf16",
+          {{"elements", n}},
+          time_device(s, [&](int) { scale(a, 0.5, c, s); }),
+          4.0 * n,
+          0},
          copy_gbps);
 
     // The general strided path: a 16384 x 16384 bf16 transpose copy.
     const int64_t side = 16384;
     Buffer square = a.slice(0, 0, side * side).reshape({side, side});
     Buffer transposed = c.slice(0, 0, side * side).reshape({side, side});
-    emit({"copy_transpose_bf16", {{"rows", side}, {"cols", side}},
-          time_device(s, [&](int) { copy(square.transpose(0, 1), transposed, s); }, 2, 10),
-          4.0 * side * side, 0},
+    emit({"copy_transpose_bf16",
+          {{"rows", side}, {"cols", side}},
+          time_device(
+              s, [&](int) { copy(square.transpose(0, 1), transposed, s); }, 2, 10),
+          4.0 * side * side,
+          0},
          copy_gbps);
     return 0;
   } catch (const std::exception& e) {

@@ -47,8 +47,8 @@ void validate_shape(const Shape& shape, const char* op) {
 int normalize_axis(int axis, int rank, const char* op) {
   const int a = axis < 0 ? axis + rank : axis;
   if (a < 0 || a >= rank) {
-    throw Error(op, "axis " + std::to_string(axis) + " out of range for rank " +
-                        std::to_string(rank));
+    throw Error(op,
+                "axis " + std::to_string(axis) + " out of range for rank " + std::to_string(rank));
   }
   return a;
 }
@@ -170,7 +170,8 @@ Buffer Buffer::select(int axis, int64_t index) const {
   Strides strides = strides_;
   shape.erase(shape.begin() + a);
   strides.erase(strides.begin() + a);
-  return Buffer(allocation_, shape, strides, dtype_, offset_bytes_ + i * strides_[a] * element_size());
+  return Buffer(allocation_, shape, strides, dtype_,
+                offset_bytes_ + i * strides_[a] * element_size());
 }
 
 Buffer Buffer::reshape(Shape shape) const {
@@ -215,14 +216,15 @@ Buffer Buffer::permute(const std::vector<int>& order) const {
 Buffer Buffer::transpose(int a, int b) const {
   std::vector<int> order(shape_.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
-  std::swap(order[normalize_axis(a, rank(), "transpose")], order[normalize_axis(b, rank(), "transpose")]);
+  std::swap(order[normalize_axis(a, rank(), "transpose")],
+            order[normalize_axis(b, rank(), "transpose")]);
   return permute(order);
 }
 
 Buffer Buffer::broadcast_to(const Shape& shape) const {
   if (shape.size() < shape_.size()) {
-    throw Error("broadcast", "cannot broadcast " + shape_str(shape_) + " to lower rank " +
-                                 shape_str(shape));
+    throw Error("broadcast",
+                "cannot broadcast " + shape_str(shape_) + " to lower rank " + shape_str(shape));
   }
   const size_t lead = shape.size() - shape_.size();
   Strides strides(shape.size(), 0);
@@ -240,8 +242,8 @@ Buffer Buffer::broadcast_to(const Shape& shape) const {
 void Buffer::copy_from_host(const void* src, int64_t bytes, const Stream& stream) const {
   require_contiguous("copy_from_host", "the destination");
   if (bytes != nbytes()) {
-    throw Error("copy_from_host", std::to_string(bytes) + " bytes given for " + describe() +
-                                      " (" + std::to_string(nbytes()) + " bytes)");
+    throw Error("copy_from_host", std::to_string(bytes) + " bytes given for " + describe() + " (" +
+                                      std::to_string(nbytes()) + " bytes)");
   }
   if (stream.device() != device()) {
     throw Error("copy_from_host", describe() + " used with a " + stream.device().str() + " stream");
@@ -269,7 +271,8 @@ void Buffer::copy_to_host(void* dst, int64_t bytes, const Stream& stream) const 
   if (stream.device() != device()) {
     throw Error("copy_to_host", describe() + " used with a " + stream.device().str() + " stream");
   }
-  if (stream.is_capturing()) throw Error("copy_to_host", "not allowed while a graph captures the stream");
+  if (stream.is_capturing())
+    throw Error("copy_to_host", "not allowed while a graph captures the stream");
   if (bytes == 0) return;
   if (device().is_cpu()) {
     stream.synchronize();

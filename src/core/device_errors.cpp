@@ -60,8 +60,8 @@ DeviceErrorState* device_error_state(Device device) {
   if (device.is_cpu()) return &r.cpu_state;
   auto it = r.cuda_states.find(device.index);
   if (it != r.cuda_states.end()) return it->second;
-  auto* state = static_cast<DeviceErrorState*>(
-      cuda_runtime::malloc_host_mapped(sizeof(DeviceErrorState)));
+  auto* state =
+      static_cast<DeviceErrorState*>(cuda_runtime::malloc_host_mapped(sizeof(DeviceErrorState)));
   r.cuda_states.emplace(device.index, state);
   return state;
 }

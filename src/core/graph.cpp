@@ -68,7 +68,8 @@ Recording record_on(const Stream& stream, const std::function<void()>& record) {
     throw;
   }
   std::unique_ptr<detail::CaptureState> capture = std::move(state.capture);
-  if (device.is_cuda()) out.graph = cuda_runtime::graph_end_capture(device.index, stream.native_handle());
+  if (device.is_cuda())
+    out.graph = cuda_runtime::graph_end_capture(device.index, stream.native_handle());
   out.host_work = std::move(capture->host_work);
   out.retained = std::move(capture->retained);
   return out;
@@ -90,7 +91,8 @@ Graph Graph::capture(const Stream& stream, const std::function<void()>& record) 
   impl->graph = r.graph;
   impl->host_work = std::move(r.host_work);
   impl->retained = std::move(r.retained);
-  if (impl->device.is_cuda()) impl->exec = cuda_runtime::graph_instantiate(impl->device.index, impl->graph);
+  if (impl->device.is_cuda())
+    impl->exec = cuda_runtime::graph_instantiate(impl->device.index, impl->graph);
   return Graph(std::move(impl));
 }
 
@@ -145,7 +147,8 @@ Graph::UpdateResult Graph::update(const Stream& stream, const std::function<void
 }
 
 int64_t Graph::node_count() const {
-  if (impl_->device.is_cuda()) return static_cast<int64_t>(cuda_runtime::graph_node_count(impl_->graph));
+  if (impl_->device.is_cuda())
+    return static_cast<int64_t>(cuda_runtime::graph_node_count(impl_->graph));
   return static_cast<int64_t>(impl_->host_work.size());
 }
 

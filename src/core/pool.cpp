@@ -120,9 +120,8 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
 
   [[noreturn]] void throw_oom(int64_t capacity, int64_t requested, const std::string& why) {
     std::string what = "out of memory on " + device.str() + ": cannot allocate " +
-                       bytes_str(capacity) + " (request " + bytes_str(requested) +
-                       "); in use " + bytes_str(stats.in_use_bytes) + ", cached " +
-                       bytes_str(stats.cached_bytes);
+                       bytes_str(capacity) + " (request " + bytes_str(requested) + "); in use " +
+                       bytes_str(stats.in_use_bytes) + ", cached " + bytes_str(stats.cached_bytes);
     if (limit) what += ", pool limit " + bytes_str(*limit);
     if (device.is_cuda()) {
       size_t free_bytes = 0, total_bytes = 0;
@@ -168,11 +167,12 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
   std::shared_ptr<Allocation> allocate(int64_t bytes, const Stream& stream, AllocationKind kind) {
     if (bytes < 0) throw Error("pool", "negative allocation size " + std::to_string(bytes));
     if (stream.device() != device) {
-      throw Error("pool", "stream of " + stream.device().str() + " used with the pool of " +
-                              device.str());
+      throw Error("pool",
+                  "stream of " + stream.device().str() + " used with the pool of " + device.str());
     }
-    const int64_t capacity = kind == AllocationKind::cached ? BufferPool::size_class(bytes)
-                                                            : round_up(std::max<int64_t>(bytes, 1), kGranule);
+    const int64_t capacity = kind == AllocationKind::cached
+                                 ? BufferPool::size_class(bytes)
+                                 : round_up(std::max<int64_t>(bytes, 1), kGranule);
     std::lock_guard lock(mutex);
     ++stats.allocations;
     void* data = nullptr;
@@ -280,9 +280,9 @@ Buffer ScratchArena::allocate(const std::vector<int64_t>& shape, DType dtype) {
   const int64_t start = round_up(state_->used, kGranule);
   if (start + bytes > state_->block->size()) {
     throw Error("arena", "out of scratch space: " + shape_str(shape) + " " +
-                             std::string(dtype_name(dtype)) + " needs " + bytes_str(bytes) +
-                             ", " + bytes_str(state_->used) + " of " +
-                             bytes_str(state_->block->size()) + " already used");
+                             std::string(dtype_name(dtype)) + " needs " + bytes_str(bytes) + ", " +
+                             bytes_str(state_->used) + " of " + bytes_str(state_->block->size()) +
+                             " already used");
   }
   state_->used = start + bytes;
   state_->high_water = std::max(state_->high_water, state_->used);

@@ -111,7 +111,9 @@ void Event::record(const Stream& stream) {
   state_->recorded = true;
 }
 
-bool Event::query() const { return state_->handle ? cuda_runtime::event_query(state_->handle) : true; }
+bool Event::query() const {
+  return state_->handle ? cuda_runtime::event_query(state_->handle) : true;
+}
 
 void Event::synchronize() const {
   if (state_->handle) cuda_runtime::event_synchronize(state_->handle);

@@ -14,14 +14,14 @@ class Allocation;
 namespace mlxn::detail {
 
 struct CaptureState {
-  std::vector<std::function<void()>> host_work;            // CPU streams: the recorded ops
-  std::vector<std::shared_ptr<Allocation>> retained;      // buffers the graph must keep alive
+  std::vector<std::function<void()>> host_work;       // CPU streams: the recorded ops
+  std::vector<std::shared_ptr<Allocation>> retained;  // buffers the graph must keep alive
 };
 
 struct StreamState {
   Device device;
   uint64_t id = 0;
-  void* handle = nullptr;  // cudaStream_t
+  void* handle = nullptr;                 // cudaStream_t
   std::unique_ptr<CaptureState> capture;  // set while a Graph captures this stream
   ~StreamState();
 };

@@ -30,8 +30,8 @@ inline void prepare(const char* op, const Stream& stream,
   for (const auto& [name, buffer] : buffers) stream.retain_for_capture(buffer->allocation());
 }
 
-inline void require_same_shape(const char* op, const Buffer& a, const char* a_name,
-                               const Buffer& b, const char* b_name) {
+inline void require_same_shape(const char* op, const Buffer& a, const char* a_name, const Buffer& b,
+                               const char* b_name) {
   if (a.shape() != b.shape()) {
     throw Error(op, std::string(a_name) + " " + shape_str(a.shape()) + " and " + b_name + " " +
                         shape_str(b.shape()) + " differ in shape");

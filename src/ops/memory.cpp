@@ -26,11 +26,16 @@ void check_scalar_buffer(const char* op, const ScalarArg& s, const Stream& strea
 // The integer range of `d` as doubles (exact for every integer dtype up to i64's bounds).
 std::pair<double, double> integer_range(DType d) {
   switch (d) {
-    case DType::i8: return {-128.0, 127.0};
-    case DType::u8: return {0.0, 255.0};
-    case DType::i32: return {-2147483648.0, 2147483647.0};
-    case DType::u32: return {0.0, 4294967295.0};
-    default: return {-9223372036854775808.0, 9223372036854775807.0};
+    case DType::i8:
+      return {-128.0, 127.0};
+    case DType::u8:
+      return {0.0, 255.0};
+    case DType::i32:
+      return {-2147483648.0, 2147483647.0};
+    case DType::u32:
+      return {0.0, 4294967295.0};
+    default:
+      return {-9223372036854775808.0, 9223372036854775807.0};
   }
 }
 
@@ -67,7 +72,8 @@ void fill(const Buffer& out, ScalarArg value, const Stream& stream) {
 
 void fill_random(const Buffer& out, const RandomSpec& spec, const Stream& stream) {
   ops_detail::prepare("fill_random", stream, {{"out", &out}});
-  dispatch_dtype<FloatDTypes>("fill_random", out.dtype(), [](auto) {}, "output dtype");
+  dispatch_dtype<FloatDTypes>(
+      "fill_random", out.dtype(), [](auto) {}, "output dtype");
   if (!std::isfinite(spec.a) || !std::isfinite(spec.b) || !std::isfinite(spec.b - spec.a)) {
     throw Error("fill_random", "parameters must be finite, got a=" + std::to_string(spec.a) +
                                    " b=" + std::to_string(spec.b));
@@ -115,8 +121,10 @@ void copy(const Buffer& src, const Buffer& dst, const Stream& stream) {
 void cast(const Buffer& src, const Buffer& dst, const Stream& stream) {
   ops_detail::prepare("cast", stream, {{"src", &src}, {"dst", &dst}});
   ops_detail::require_same_shape("cast", src, "src", dst, "dst");
-  dispatch_dtype<FloatDTypes>("cast", src.dtype(), [](auto) {}, "source dtype");
-  dispatch_dtype<FloatDTypes>("cast", dst.dtype(), [](auto) {}, "destination dtype");
+  dispatch_dtype<FloatDTypes>(
+      "cast", src.dtype(), [](auto) {}, "source dtype");
+  dispatch_dtype<FloatDTypes>(
+      "cast", dst.dtype(), [](auto) {}, "destination dtype");
   if (stream.device().is_cpu()) {
     cpu::cast(src, dst, stream);
   } else {

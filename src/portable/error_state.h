@@ -19,11 +19,11 @@ enum class DeviceErrorCode : uint32_t {
 };
 
 struct DeviceErrorState {
-  uint32_t code;   // DeviceErrorCode of the first report; 0 while clear
-  uint32_t site;   // id from register_error_site(): which op and which buffer
-  int64_t index;   // where (meaning per code)
-  int64_t detail;  // the bad index, for index_out_of_range
-  float value;     // the bad value, for non_finite
+  uint32_t code;     // DeviceErrorCode of the first report; 0 while clear
+  uint32_t site;     // id from register_error_site(): which op and which buffer
+  int64_t index;     // where (meaning per code)
+  int64_t detail;    // the bad index, for index_out_of_range
+  float value;       // the bad value, for non_finite
   uint32_t reports;  // how many reports arrived (first one wins)
 };
 

@@ -105,6 +105,35 @@ TEST(GpuOps, CastEveryPairEveryLayoutMatchesCpu) {
   }
 }
 
+TEST(GpuOps, TransposingCastAndCopyMatchCpu) {
+  MLXN_REQUIRE_CUDA();
+  Pair p;
+  // Odd extents around the 32-wide tile, a non-contiguous row pitch on the output, and a
+  // sliced (offset) source.
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{31, 33}, {64, 96}, {1000, 37}, {3, 2049}}) {
+    Buffer hs = test::random_buffer({cols + 2, rows}, DType::bf16, 40, p.cpu);
+    Buffer gs = p.to_gpu(hs);
+    Buffer hsv = hs.slice(0, 1, cols + 1).transpose(0, 1);  // [rows, cols], walks columns
+    Buffer gsv = gs.slice(0, 1, cols + 1).transpose(0, 1);
+    for (DType to : kFloatTypes) {
+      Buffer hd = Buffer::empty({rows, cols + 5}, to, p.cpu);
+      Buffer gd = Buffer::empty({rows, cols + 5}, to, p.gpu);
+      test::poison(hd, p.cpu);
+      test::poison(gd, p.gpu);
+      cast(hsv, hd.slice(1, 0, cols), p.cpu);
+      cast(gsv, gd.slice(1, 0, cols), p.gpu);
+      ASSERT_TRUE(test::same_bits(gd, hd, p.gpu, p.cpu))
+          << "bf16->" << dtype_name(to) << " " << rows << "x" << cols;
+    }
+    Buffer hc = Buffer::empty({rows, cols}, DType::bf16, p.cpu);
+    Buffer gc = Buffer::empty({rows, cols}, DType::bf16, p.gpu);
+    test::poison(gc, p.gpu);
+    copy(hsv, hc, p.cpu);
+    copy(gsv, gc, p.gpu);
+    ASSERT_TRUE(test::same_bits(gc, hc, p.gpu, p.cpu)) << rows << "x" << cols;
+  }
+}
+
 TEST(GpuOps, ConversionsAgreeWithTheHostOnEveryNarrowCodeAndRandomF32Bits) {
   MLXN_REQUIRE_CUDA();
   Pair p;
@@ -120,7 +149,8 @@ TEST(GpuOps, ConversionsAgreeWithTheHostOnEveryNarrowCodeAndRandomF32Bits) {
         bytes[static_cast<size_t>(c)] = static_cast<uint8_t>(c);
       }
     }
-    Buffer h = Buffer::from_host(bytes.data(), static_cast<int64_t>(bytes.size()), {codes}, d, p.cpu);
+    Buffer h =
+        Buffer::from_host(bytes.data(), static_cast<int64_t>(bytes.size()), {codes}, d, p.cpu);
     Buffer g = p.to_gpu(h);
     Buffer hw = Buffer::empty({codes}, DType::f32, p.cpu);
     Buffer gw = Buffer::empty({codes}, DType::f32, p.gpu);
@@ -189,9 +219,12 @@ TEST(GpuOps, AddMulScaleMatchCpuForEveryLayout) {
         mul(gav[k].second, gbv[k].second, gm, p.gpu);
         scale(hav[k].second, 0.1, hx, p.cpu);
         scale(gav[k].second, 0.1, gx, p.gpu);
-        ASSERT_TRUE(test::same_bits(gs, hs, p.gpu, p.cpu)) << "add " << dtype_name(d) << " " << hav[k].first << " n=" << n;
-        ASSERT_TRUE(test::same_bits(gm, hm, p.gpu, p.cpu)) << "mul " << dtype_name(d) << " " << hav[k].first << " n=" << n;
-        ASSERT_TRUE(test::same_bits(gx, hx, p.gpu, p.cpu)) << "scale " << dtype_name(d) << " " << hav[k].first << " n=" << n;
+        ASSERT_TRUE(test::same_bits(gs, hs, p.gpu, p.cpu))
+            << "add " << dtype_name(d) << " " << hav[k].first << " n=" << n;
+        ASSERT_TRUE(test::same_bits(gm, hm, p.gpu, p.cpu))
+            << "mul " << dtype_name(d) << " " << hav[k].first << " n=" << n;
+        ASSERT_TRUE(test::same_bits(gx, hx, p.gpu, p.cpu))
+            << "scale " << dtype_name(d) << " " << hav[k].first << " n=" << n;
       }
     }
   }
@@ -223,5 +256,6 @@ TEST(GpuOps, BuffersOnTheWrongDeviceAreRejected) {
   Buffer g = Buffer::empty({4}, DType::f32, p.gpu);
   EXPECT_THROW(add(h, g, g, p.gpu), Error);
   EXPECT_THROW(fill(h, 1.0, p.gpu), Error);
-  EXPECT_THROW(scale(g, ScalarArg::from_buffer(Buffer::empty({1}, DType::f32, p.cpu)), g, p.gpu), Error);
+  EXPECT_THROW(scale(g, ScalarArg::from_buffer(Buffer::empty({1}, DType::f32, p.cpu)), g, p.gpu),
+               Error);
 }

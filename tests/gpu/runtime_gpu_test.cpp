@@ -147,7 +147,9 @@ TEST(GpuRuntime, Graph200LaunchesReplayCorrectlyAndSaveLaunchTime) {
       const auto t0 = std::chrono::steady_clock::now();
       run();
       s.synchronize();
-      if (i >= 3) t.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+      if (i >= 3)
+        t.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                        .count());
     }
     std::sort(t.begin(), t.end());
     return t[t.size() / 2];
@@ -176,10 +178,11 @@ TEST(GpuRuntime, GraphSeesNewIndirectScalarsAndUpdatesInPlace) {
   g.replay(s);
   EXPECT_EQ(x.to_host<float>(s)[0], 5.0f);
   // Different topology: rebuilt.
-  EXPECT_EQ(g.update(s, [&] {
-              fill(x, 2.0, s);
-              scale(x, 4.0, x, s);
-            }),
+  EXPECT_EQ(g.update(s,
+                     [&] {
+                       fill(x, 2.0, s);
+                       scale(x, 4.0, x, s);
+                     }),
             Graph::UpdateResult::reinstantiated);
   g.replay(s);
   EXPECT_EQ(x.to_host<float>(s)[0], 8.0f);
@@ -213,7 +216,8 @@ TEST(GpuRuntime, DeviceErrorFlagReportsNonFiniteValues) {
     s.synchronize();
     FAIL() << "the NaN was not reported";
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "[assert_finite] non-finite value nan at index 1999 of v_cache layer 7 on cuda:0");
+    EXPECT_STREQ(e.what(),
+                 "[assert_finite] non-finite value nan at index 1999 of v_cache layer 7 on cuda:0");
   }
   EXPECT_NO_THROW(s.synchronize());  // cleared
   // Inside a graph too: the flag pointer is fixed at capture.

@@ -58,12 +58,14 @@ TEST(Elementwise, BroadcastingRowAndColumn) {
   Buffer out = Buffer::empty({33, 17}, DType::f32, cpu());
   add(m, row, out, cpu());
   mul(out, col, out, cpu());
-  const auto mv = test::to_f64(m, cpu()), rv = test::to_f64(row, cpu()), cv = test::to_f64(col, cpu());
+  const auto mv = test::to_f64(m, cpu()), rv = test::to_f64(row, cpu()),
+             cv = test::to_f64(col, cpu());
   std::vector<double> expected(33 * 17);
   for (int i = 0; i < 33; ++i)
     for (int j = 0; j < 17; ++j)
       expected[i * 17 + j] = static_cast<float>(static_cast<float>(mv[i * 17 + j] + rv[j]) * cv[i]);
-  EXPECT_TRUE(test::all_close(test::to_f64(out, cpu()), expected, test::tolerance_for(DType::f32), {33, 17}));
+  EXPECT_TRUE(test::all_close(test::to_f64(out, cpu()), expected, test::tolerance_for(DType::f32),
+                              {33, 17}));
 }
 
 TEST(Elementwise, StridedInputsAndOutput) {
@@ -77,7 +79,8 @@ TEST(Elementwise, StridedInputsAndOutput) {
   const auto ov = test::to_f64(out, cpu());
   for (int i = 0; i < 30; ++i)
     for (int j = 0; j < 40; ++j) {
-      ASSERT_EQ(ov[(i * 40 + j) * 2 + 1], test::round_to(av[j * 30 + i] + bv[i * 40 + j], DType::bf16));
+      ASSERT_EQ(ov[(i * 40 + j) * 2 + 1],
+                test::round_to(av[j * 30 + i] + bv[i * 40 + j], DType::bf16));
       ASSERT_TRUE(std::isnan(ov[(i * 40 + j) * 2]));  // untouched
     }
 }
@@ -89,12 +92,14 @@ TEST(Elementwise, ScaleWithImmediateAndIndirectFactor) {
   const auto xv = test::to_f64(x, cpu());
   std::vector<double> expected(1000);
   for (size_t i = 0; i < 1000; ++i) expected[i] = test::round_to(xv[i] * -0.375, DType::f16);
-  EXPECT_TRUE(test::all_close(test::to_f64(out, cpu()), expected, test::tolerance_for(DType::f16), {1000}));
+  EXPECT_TRUE(
+      test::all_close(test::to_f64(out, cpu()), expected, test::tolerance_for(DType::f16), {1000}));
   Buffer factor = Buffer::empty({1}, DType::f32, cpu());
   fill(factor, 4.0, cpu());
   scale(x, ScalarArg::from_buffer(factor), x, cpu());  // in place
   for (size_t i = 0; i < 1000; ++i) expected[i] = test::round_to(xv[i] * 4.0, DType::f16);
-  EXPECT_TRUE(test::all_close(test::to_f64(x, cpu()), expected, test::tolerance_for(DType::f16), {1000}));
+  EXPECT_TRUE(
+      test::all_close(test::to_f64(x, cpu()), expected, test::tolerance_for(DType::f16), {1000}));
 }
 
 TEST(Elementwise, BadInput) {
@@ -105,7 +110,9 @@ TEST(Elementwise, BadInput) {
             "dtype; cast first)");
   EXPECT_EQ(error_of([&] { mul(a, Buffer::empty({4}, DType::f32, cpu()), a, cpu()); }),
             "[mul] b [4] does not broadcast to out [4,3]");
-  EXPECT_EQ(error_of([&] { add(a, a, Buffer::empty({4, 3}, DType::i32, cpu()), cpu()); }),
+  EXPECT_EQ(error_of([&] {
+              add(a, a, Buffer::empty({4, 3}, DType::i32, cpu()), cpu());
+            }),
             "[add] dtype i32 unsupported (supported: f32, f16, bf16)");
   // Partial overlap between an input and the output is refused; exact aliasing is fine.
   Buffer big = Buffer::empty({10}, DType::f32, cpu());

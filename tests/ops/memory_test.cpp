@@ -46,7 +46,8 @@ TEST(Fill, IntegerDtypesAndRangeChecks) {
   Buffer big = Buffer::empty({2}, DType::i64, cpu());
   fill(big, -9007199254740992.0, cpu());
   EXPECT_EQ(big.to_host<int64_t>(cpu())[1], -9007199254740992LL);
-  EXPECT_EQ(error_of([&] { fill(b, 128, cpu()); }), "[fill] value 128.000000 is not representable in i8");
+  EXPECT_EQ(error_of([&] { fill(b, 128, cpu()); }),
+            "[fill] value 128.000000 is not representable in i8");
   EXPECT_THROW(fill(b, 1.5, cpu()), Error);
   EXPECT_THROW(fill(Buffer::empty({1}, DType::u8, cpu()), -1, cpu()), Error);
   EXPECT_THROW(fill(Buffer::empty({1}, DType::i64, cpu()), 9223372036854775808.0, cpu()), Error);
@@ -69,8 +70,10 @@ TEST(Fill, IndirectValueIsReadWhenTheOpRuns) {
   fill(value, 2.5, cpu());
   fill(b, ScalarArg::from_buffer(value), cpu());
   EXPECT_EQ(test::to_f64(b, cpu())[3], 2.5);
-  EXPECT_THROW(fill(b, ScalarArg::from_buffer(Buffer::empty({2}, DType::f32, cpu())), cpu()), Error);
-  EXPECT_THROW(fill(Buffer::empty({1}, DType::i32, cpu()), ScalarArg::from_buffer(value), cpu()), Error);
+  EXPECT_THROW(fill(b, ScalarArg::from_buffer(Buffer::empty({2}, DType::f32, cpu())), cpu()),
+               Error);
+  EXPECT_THROW(fill(Buffer::empty({1}, DType::i32, cpu()), ScalarArg::from_buffer(value), cpu()),
+               Error);
 }
 
 TEST(FillRandom, NormalMomentsMatch) {
@@ -138,7 +141,8 @@ TEST(FillRandom, NarrowDtypesStoreTheRoundedF32Draw) {
     Buffer narrow = Buffer::empty({1000}, d, cpu());
     fill_random(narrow, spec, cpu());
     const auto n = test::to_f64(narrow, cpu());
-    for (size_t i = 0; i < n.size(); ++i) ASSERT_EQ(n[i], test::round_to(w[i], d)) << dtype_name(d) << " " << i;
+    for (size_t i = 0; i < n.size(); ++i)
+      ASSERT_EQ(n[i], test::round_to(w[i], d)) << dtype_name(d) << " " << i;
   }
 }
 
@@ -208,7 +212,8 @@ TEST(Cast, EveryPairMatchesRoundingTheExactValue) {
 }
 
 TEST(Cast, SpecialValues) {
-  const std::vector<float> specials = {INFINITY, -INFINITY, NAN, 1e30f, -1e-30f, 0.0f, -0.0f, 65520.0f, 500.0f};
+  const std::vector<float> specials = {INFINITY, -INFINITY, NAN,      1e30f, -1e-30f,
+                                       0.0f,     -0.0f,     65520.0f, 500.0f};
   Buffer src = Buffer::from_host(std::span<const float>(specials), {9}, DType::f32, cpu());
   Buffer h = Buffer::empty({9}, DType::f16, cpu());
   Buffer e4 = Buffer::empty({9}, DType::f8e4m3, cpu());

@@ -27,16 +27,26 @@ double decode(const uint8_t* p, DType dtype) {
     return v;
   };
   switch (dtype) {
-    case DType::f32: return load(float{});
-    case DType::f16: return float_bits::f16_to_f32(load(uint16_t{}));
-    case DType::bf16: return float_bits::bf16_to_f32(load(uint16_t{}));
-    case DType::f8e4m3: return float_bits::f8e4m3_to_f32(load(uint8_t{}));
-    case DType::f8e5m2: return float_bits::f8e5m2_to_f32(load(uint8_t{}));
-    case DType::i8: return load(int8_t{});
-    case DType::u8: return load(uint8_t{});
-    case DType::i32: return load(int32_t{});
-    case DType::u32: return load(uint32_t{});
-    case DType::i64: return static_cast<double>(load(int64_t{}));
+    case DType::f32:
+      return load(float{});
+    case DType::f16:
+      return float_bits::f16_to_f32(load(uint16_t{}));
+    case DType::bf16:
+      return float_bits::bf16_to_f32(load(uint16_t{}));
+    case DType::f8e4m3:
+      return float_bits::f8e4m3_to_f32(load(uint8_t{}));
+    case DType::f8e5m2:
+      return float_bits::f8e5m2_to_f32(load(uint8_t{}));
+    case DType::i8:
+      return load(int8_t{});
+    case DType::u8:
+      return load(uint8_t{});
+    case DType::i32:
+      return load(int32_t{});
+    case DType::u32:
+      return load(uint32_t{});
+    case DType::i64:
+      return static_cast<double>(load(int64_t{}));
   }
   return 0;
 }
@@ -52,23 +62,35 @@ std::string index_str(int64_t linear, const Shape& shape) {
 
 double unit_roundoff(DType d) {
   switch (d) {
-    case DType::f32: return 0x1p-24;
-    case DType::f16: return 0x1p-11;
-    case DType::bf16: return 0x1p-8;
-    case DType::f8e4m3: return 0x1p-4;
-    case DType::f8e5m2: return 0x1p-3;
-    default: return 0.0;
+    case DType::f32:
+      return 0x1p-24;
+    case DType::f16:
+      return 0x1p-11;
+    case DType::bf16:
+      return 0x1p-8;
+    case DType::f8e4m3:
+      return 0x1p-4;
+    case DType::f8e5m2:
+      return 0x1p-3;
+    default:
+      return 0.0;
   }
 }
 
 double smallest_normal(DType d) {
   switch (d) {
-    case DType::f32: return 0x1p-126;
-    case DType::f16: return 0x1p-14;
-    case DType::bf16: return 0x1p-126;
-    case DType::f8e4m3: return 0x1p-6;
-    case DType::f8e5m2: return 0x1p-14;
-    default: return 0.0;
+    case DType::f32:
+      return 0x1p-126;
+    case DType::f16:
+      return 0x1p-14;
+    case DType::bf16:
+      return 0x1p-126;
+    case DType::f8e4m3:
+      return 0x1p-6;
+    case DType::f8e5m2:
+      return 0x1p-14;
+    default:
+      return 0.0;
   }
 }
 
@@ -94,7 +116,8 @@ std::vector<double> to_f64(const Buffer& buffer, const Stream& stream) {
   const std::vector<uint8_t> bytes = host_bytes(buffer, stream);
   const auto size = static_cast<size_t>(buffer.element_size());
   std::vector<double> values(bytes.size() / size);
-  for (size_t i = 0; i < values.size(); ++i) values[i] = decode(bytes.data() + i * size, buffer.dtype());
+  for (size_t i = 0; i < values.size(); ++i)
+    values[i] = decode(bytes.data() + i * size, buffer.dtype());
   return values;
 }
 
@@ -109,12 +132,18 @@ std::vector<uint64_t> to_bits(const Buffer& buffer, const Stream& stream) {
 double round_to(double value, DType dtype) {
   const float f = static_cast<float>(value);
   switch (dtype) {
-    case DType::f32: return f;
-    case DType::f16: return float_bits::f16_to_f32(float_bits::f32_to_f16(f));
-    case DType::bf16: return float_bits::bf16_to_f32(float_bits::f32_to_bf16(f));
-    case DType::f8e4m3: return float_bits::f8e4m3_to_f32(float_bits::f32_to_f8e4m3(f));
-    case DType::f8e5m2: return float_bits::f8e5m2_to_f32(float_bits::f32_to_f8e5m2(f));
-    default: return value;
+    case DType::f32:
+      return f;
+    case DType::f16:
+      return float_bits::f16_to_f32(float_bits::f32_to_f16(f));
+    case DType::bf16:
+      return float_bits::bf16_to_f32(float_bits::f32_to_bf16(f));
+    case DType::f8e4m3:
+      return float_bits::f8e4m3_to_f32(float_bits::f32_to_f8e4m3(f));
+    case DType::f8e5m2:
+      return float_bits::f8e5m2_to_f32(float_bits::f32_to_f8e5m2(f));
+    default:
+      return value;
   }
 }
 

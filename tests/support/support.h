@@ -11,10 +11,10 @@
 #include "mlxn/mlxn.h"
 
 // Skips the current test, with the reason, when no CUDA device is usable.
-#define MLXN_REQUIRE_CUDA()                                                              \
-  do {                                                                                   \
-    if (::mlxn::cuda_device_count() == 0)                                                \
-      GTEST_SKIP() << "no CUDA device: " << ::mlxn::cuda_unavailable_reason();           \
+#define MLXN_REQUIRE_CUDA()                                                    \
+  do {                                                                         \
+    if (::mlxn::cuda_device_count() == 0)                                      \
+      GTEST_SKIP() << "no CUDA device: " << ::mlxn::cuda_unavailable_reason(); \
   } while (0)
 
 namespace mlxn::test {

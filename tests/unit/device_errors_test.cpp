@@ -25,7 +25,8 @@ TEST(DeviceErrors, NonFiniteValueIsRaisedAtSynchronizeWithLabelAndIndex) {
     s.synchronize();
     FAIL() << "the Inf was not reported";
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "[assert_finite] non-finite value inf at index 517 of k_cache layer 3 on cpu");
+    EXPECT_STREQ(e.what(),
+                 "[assert_finite] non-finite value inf at index 517 of k_cache layer 3 on cpu");
   }
   // Reported once, then cleared.
   EXPECT_NO_THROW(s.synchronize());
@@ -43,7 +44,9 @@ TEST(DeviceErrors, FirstReportWinsAndLaterOnesAreCounted) {
     s.synchronize();
     FAIL() << "nothing reported";
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "[assert_finite] non-finite value nan at index 0 of a on cpu (2 reports, first shown)");
+    EXPECT_STREQ(
+        e.what(),
+        "[assert_finite] non-finite value nan at index 0 of a on cpu (2 reports, first shown)");
   }
 }
 

@@ -72,10 +72,11 @@ TEST(Graph, UpdateReplacesFrozenArguments) {
   EXPECT_EQ(g.update(s, [&] { fill(x, 5.0, s); }), Graph::UpdateResult::updated_in_place);
   g.replay(s);
   EXPECT_EQ(x.to_host<float>(s)[0], 5.0f);
-  EXPECT_EQ(g.update(s, [&] {
-              fill(x, 2.0, s);
-              scale(x, 4.0, x, s);
-            }),
+  EXPECT_EQ(g.update(s,
+                     [&] {
+                       fill(x, 2.0, s);
+                       scale(x, 4.0, x, s);
+                     }),
             Graph::UpdateResult::reinstantiated);
   g.replay(s);
   EXPECT_EQ(x.to_host<float>(s)[3], 8.0f);

@@ -23,8 +23,9 @@ std::string error_of(F&& f) {
 }  // namespace
 
 TEST(Pool, SizeClassesCoverTheRequestWithBoundedWaste) {
-  for (int64_t bytes : std::initializer_list<int64_t>{1, 255, 256, 257, 4095, 4096, 4097, 10000, 1 << 20, (1 << 20) + 1,
-                        123456789, int64_t{3} << 33}) {
+  for (int64_t bytes :
+       std::initializer_list<int64_t>{1, 255, 256, 257, 4095, 4096, 4097, 10000, 1 << 20,
+                                      (1 << 20) + 1, 123456789, int64_t{3} << 33}) {
     const int64_t c = BufferPool::size_class(bytes);
     EXPECT_GE(c, bytes);
     EXPECT_EQ(c % 256, 0) << bytes;
@@ -124,7 +125,7 @@ TEST(Pool, AllocationsMayOutliveTheirPool) {
     survivor = pool.allocate(4096, s);
   }
   std::memset(survivor->data(), 1, 4096);  // still valid memory
-  survivor.reset();                         // and freeing it is safe
+  survivor.reset();                        // and freeing it is safe
   SUCCEED();
 }
 
@@ -190,7 +191,8 @@ TEST(Arena, OverflowIsAnErrorThatNamesTheSizes) {
   ScratchArena arena(4096, s);
   Buffer a = arena.allocate({512}, DType::f32);  // 2 KiB
   const std::string message = error_of([&] { arena.allocate({1024}, DType::f32); });
-  EXPECT_NE(message.find("[arena] out of scratch space: [1024] f32 needs 4.00 KiB"), std::string::npos)
+  EXPECT_NE(message.find("[arena] out of scratch space: [1024] f32 needs 4.00 KiB"),
+            std::string::npos)
       << message;
   EXPECT_NE(message.find("2.00 KiB of 4.00 KiB already used"), std::string::npos) << message;
 }

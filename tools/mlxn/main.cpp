@@ -13,9 +13,11 @@ void print_devices(bool as_json) {
   nlohmann::json list = nlohmann::json::array();
   for (mlxn::Device d : mlxn::devices()) {
     const mlxn::DeviceProperties& p = mlxn::device_properties(d);
-    nlohmann::json j = {{"device", d.str()}, {"name", p.name}, {"multiprocessors", p.multiprocessors}};
+    nlohmann::json j = {
+        {"device", d.str()}, {"name", p.name}, {"multiprocessors", p.multiprocessors}};
     if (d.is_cuda()) {
-      j["compute_capability"] = std::to_string(p.compute_major) + "." + std::to_string(p.compute_minor);
+      j["compute_capability"] =
+          std::to_string(p.compute_major) + "." + std::to_string(p.compute_minor);
       j["memory_gib"] = static_cast<double>(p.total_memory_bytes) / (1 << 30);
       j["l2_mib"] = static_cast<double>(p.l2_cache_bytes) / (1 << 20);
       j["shared_memory_per_block_optin_kib"] = p.shared_memory_per_block_optin / 1024;
@@ -34,8 +36,8 @@ void print_devices(bool as_json) {
                 j["device"] == "cpu" ? "threads" : "SMs");
     if (j.contains("compute_capability")) {
       std::printf(", sm %s, %.1f GiB, L2 %.0f MiB",
-                  j["compute_capability"].get<std::string>().c_str(),
-                  j["memory_gib"].get<double>(), j["l2_mib"].get<double>());
+                  j["compute_capability"].get<std::string>().c_str(), j["memory_gib"].get<double>(),
+                  j["l2_mib"].get<double>());
     }
     std::printf(")\n");
   }
@@ -65,7 +67,8 @@ int main(int argc, char** argv) {
   bool json = false;
   auto* devices_cmd = app.add_subcommand("devices", "List the devices and their properties");
   devices_cmd->add_flag("--json", json, "Print JSON");
-  auto* check_cmd = app.add_subcommand("self-check", "Run the core ops on every device against the CPU reference");
+  auto* check_cmd = app.add_subcommand(
+      "self-check", "Run the core ops on every device against the CPU reference");
   CLI11_PARSE(app, argc, argv);
   try {
     if (devices_cmd->parsed()) {

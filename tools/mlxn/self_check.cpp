@@ -50,7 +50,8 @@ std::vector<CheckResult> run_self_check(const std::vector<Device>& devices) {
     results.push_back(check(d, "fill/cast/add/scale", [&] {
       const auto t0 = std::chrono::steady_clock::now();
       const std::vector<float> got = pipeline(s);
-      const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      const auto ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       if (std::memcmp(got.data(), reference.data(), got.size() * sizeof(float)) != 0) {
         throw Error("self-check", "result differs from the CPU reference");
       }
@@ -73,8 +74,8 @@ std::vector<CheckResult> run_self_check(const std::vector<Device>& devices) {
       g.replay(s);
       const float second = x.to_host<float>(s)[0];
       if (first != 1125899906842624.0f || second != 1.0f) {
-        throw Error("self-check", "graph replay gave " + std::to_string(first) + ", " +
-                                      std::to_string(second));
+        throw Error("self-check",
+                    "graph replay gave " + std::to_string(first) + ", " + std::to_string(second));
       }
       return std::to_string(g.node_count()) + " nodes, replayed with two scalar values";
     }));

@@ -27,7 +27,7 @@ struct DeviceProperties {
   std::string name;
   int compute_major = 0;  // compute capability; 0 for the CPU
   int compute_minor = 0;
-  int multiprocessors = 0;  // SMs on a GPU, hardware threads on the CPU
+  int multiprocessors = 0;                    // SMs on a GPU, hardware threads on the CPU
   int64_t shared_memory_per_block_optin = 0;  // bytes a block may use after opting in
   int64_t shared_memory_per_multiprocessor = 0;
   int64_t l2_cache_bytes = 0;

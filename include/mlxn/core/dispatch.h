@@ -68,8 +68,7 @@ decltype(auto) dispatch_dtype_impl(DTypeList<Ds...>, std::string_view op, std::s
 }
 
 template <int... Vs, class F>
-void dispatch_int_impl(IntList<Vs...>, std::string_view op, std::string_view what, int v,
-                       F&& f) {
+void dispatch_int_impl(IntList<Vs...>, std::string_view op, std::string_view what, int v, F&& f) {
   bool found = ((v == Vs ? (f(std::integral_constant<int, Vs>{}), true) : false) || ...);
   if (!found) {
     throw Error(op, std::string(what) + " " + std::to_string(v) +

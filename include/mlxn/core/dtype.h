@@ -13,16 +13,16 @@ enum class DTypeKind : uint8_t { floating, signed_int, unsigned_int };
 // X(name, bits, kind). Packed quantized formats (TurboQuant payloads, GGML blocks, MLX affine
 // weights) are described by their own layout structs and stored in u8/u32 buffers; a dtype with
 // bits < 8 would be added here if an element type ever needs to be addressable on its own.
-#define MLXN_DTYPE_TABLE(X)              \
-  X(f32, 32, DTypeKind::floating)        \
-  X(f16, 16, DTypeKind::floating)        \
-  X(bf16, 16, DTypeKind::floating)       \
-  X(f8e4m3, 8, DTypeKind::floating)      \
-  X(f8e5m2, 8, DTypeKind::floating)      \
-  X(i8, 8, DTypeKind::signed_int)        \
-  X(u8, 8, DTypeKind::unsigned_int)      \
-  X(i32, 32, DTypeKind::signed_int)      \
-  X(u32, 32, DTypeKind::unsigned_int)    \
+#define MLXN_DTYPE_TABLE(X)           \
+  X(f32, 32, DTypeKind::floating)     \
+  X(f16, 16, DTypeKind::floating)     \
+  X(bf16, 16, DTypeKind::floating)    \
+  X(f8e4m3, 8, DTypeKind::floating)   \
+  X(f8e5m2, 8, DTypeKind::floating)   \
+  X(i8, 8, DTypeKind::signed_int)     \
+  X(u8, 8, DTypeKind::unsigned_int)   \
+  X(i32, 32, DTypeKind::signed_int)   \
+  X(u32, 32, DTypeKind::unsigned_int) \
   X(i64, 64, DTypeKind::signed_int)
 
 enum class DType : uint8_t {

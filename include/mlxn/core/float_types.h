@@ -22,7 +22,7 @@ inline uint16_t f32_to_f16(float f) {
   if (ax > 0x7f800000u) return 0x7fffu;
   if (ax >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520 rounds to inf
   if (ax < 0x38800000u) {                                               // f16 subnormal or zero
-    if (ax <= 0x33000000u) return static_cast<uint16_t>(sign);           // <= 2^-25 ties to 0
+    if (ax <= 0x33000000u) return static_cast<uint16_t>(sign);          // <= 2^-25 ties to 0
     const uint32_t e = ax >> 23;
     const uint32_t m = (ax & 0x7fffffu) | 0x800000u;
     const uint32_t shift = 126u - e;  // units of 2^-24
@@ -56,7 +56,9 @@ inline uint16_t f32_to_bf16(float f) {
   return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
-inline float bf16_to_f32(uint16_t b) { return std::bit_cast<float>(static_cast<uint32_t>(b) << 16); }
+inline float bf16_to_f32(uint16_t b) {
+  return std::bit_cast<float>(static_cast<uint32_t>(b) << 16);
+}
 
 // Shared by both fp8 formats: kMan mantissa bits, kBias exponent bias, kMaxCode the largest
 // finite code, kMax its value.
@@ -112,16 +114,16 @@ inline float f8e5m2_to_f32(uint8_t b) {
 }  // namespace float_bits
 
 // Storage-only host types: they hold bits and convert through float.
-#define MLXN_HOST_FLOAT_TYPE(Name, Storage, encode, decode)                          \
-  struct Name {                                                                          \
-    Storage bits = 0;                                                                    \
-    Name() = default;                                                                    \
-    explicit Name(float f) : bits(float_bits::encode(f)) {}                             \
-    static Name from_bits(Storage b) {                                                   \
-      Name v;                                                                            \
-      v.bits = b;                                                                        \
-      return v;                                                                          \
-    }                                                                                    \
+#define MLXN_HOST_FLOAT_TYPE(Name, Storage, encode, decode)                           \
+  struct Name {                                                                       \
+    Storage bits = 0;                                                                 \
+    Name() = default;                                                                 \
+    explicit Name(float f) : bits(float_bits::encode(f)) {}                           \
+    static Name from_bits(Storage b) {                                                \
+      Name v;                                                                         \
+      v.bits = b;                                                                     \
+      return v;                                                                       \
+    }                                                                                 \
     operator float() const { return float_bits::decode(bits); } /* NOLINT implicit */ \
   }
 

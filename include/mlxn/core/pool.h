@@ -55,14 +55,14 @@ enum class AllocationKind {
 };
 
 struct PoolStats {
-  int64_t in_use_bytes = 0;       // usable bytes of live allocations
-  int64_t requested_bytes = 0;    // bytes callers asked for, of live allocations
-  int64_t cached_bytes = 0;       // freed blocks kept for reuse
-  int64_t peak_in_use_bytes = 0;  // highest in_use_bytes seen
-  int64_t allocations = 0;        // allocate() calls
-  int64_t cache_hits = 0;         // of those, served from the cache
-  int64_t device_allocations = 0; // blocks taken from the device (cudaMalloc / aligned_alloc)
-  int64_t device_frees = 0;       // blocks given back to the device
+  int64_t in_use_bytes = 0;        // usable bytes of live allocations
+  int64_t requested_bytes = 0;     // bytes callers asked for, of live allocations
+  int64_t cached_bytes = 0;        // freed blocks kept for reuse
+  int64_t peak_in_use_bytes = 0;   // highest in_use_bytes seen
+  int64_t allocations = 0;         // allocate() calls
+  int64_t cache_hits = 0;          // of those, served from the cache
+  int64_t device_allocations = 0;  // blocks taken from the device (cudaMalloc / aligned_alloc)
+  int64_t device_frees = 0;        // blocks given back to the device
 };
 
 class BufferPool {

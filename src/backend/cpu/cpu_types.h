@@ -11,16 +11,46 @@ namespace mlxn::cpu {
 
 template <DType D>
 struct HostType;
-template <> struct HostType<DType::f32> { using type = float; };
-template <> struct HostType<DType::f16> { using type = Half; };
-template <> struct HostType<DType::bf16> { using type = BFloat16; };
-template <> struct HostType<DType::f8e4m3> { using type = Fp8E4M3; };
-template <> struct HostType<DType::f8e5m2> { using type = Fp8E5M2; };
-template <> struct HostType<DType::i8> { using type = int8_t; };
-template <> struct HostType<DType::u8> { using type = uint8_t; };
-template <> struct HostType<DType::i32> { using type = int32_t; };
-template <> struct HostType<DType::u32> { using type = uint32_t; };
-template <> struct HostType<DType::i64> { using type = int64_t; };
+template <>
+struct HostType<DType::f32> {
+  using type = float;
+};
+template <>
+struct HostType<DType::f16> {
+  using type = Half;
+};
+template <>
+struct HostType<DType::bf16> {
+  using type = BFloat16;
+};
+template <>
+struct HostType<DType::f8e4m3> {
+  using type = Fp8E4M3;
+};
+template <>
+struct HostType<DType::f8e5m2> {
+  using type = Fp8E5M2;
+};
+template <>
+struct HostType<DType::i8> {
+  using type = int8_t;
+};
+template <>
+struct HostType<DType::u8> {
+  using type = uint8_t;
+};
+template <>
+struct HostType<DType::i32> {
+  using type = int32_t;
+};
+template <>
+struct HostType<DType::u32> {
+  using type = uint32_t;
+};
+template <>
+struct HostType<DType::i64> {
+  using type = int64_t;
+};
 
 template <DType D>
 using host_type_t = typename HostType<D>::type;
@@ -45,7 +75,8 @@ void for_each_element(const Shape& shape, const std::array<const Buffer*, N>& op
   std::array<std::array<int64_t, kMaxRank>, N> step{};
   for (size_t k = 0; k < N; ++k) {
     ptr[k] = static_cast<char*>(operands[k]->data());
-    for (int d = 0; d < rank; ++d) step[k][d] = operands[k]->strides()[d] * operands[k]->element_size();
+    for (int d = 0; d < rank; ++d)
+      step[k][d] = operands[k]->strides()[d] * operands[k]->element_size();
   }
   std::array<int64_t, kMaxRank> index{};
   for (int64_t linear = 0; linear < numel; ++linear) {

@@ -21,9 +21,8 @@ void fill_float(const Buffer& out, ScalarArg value, const Stream& stream) {
     dispatch_dtype<FloatDTypes>("fill", out.dtype(), [&](auto tag) {
       using T = host_type_t<decltype(tag)::value>;
       const T stored = from_f32<T>(v);
-      for_each_element<1>(out.shape(), {&out}, [&](auto p, int64_t) {
-        std::memcpy(p[0], &stored, sizeof(T));
-      });
+      for_each_element<1>(out.shape(), {&out},
+                          [&](auto p, int64_t) { std::memcpy(p[0], &stored, sizeof(T)); });
     });
   });
 }
@@ -34,9 +33,8 @@ void fill_integer(const Buffer& out, int64_t value, const Stream& stream) {
     dispatch_dtype<Ints>("fill", out.dtype(), [&](auto tag) {
       using T = host_type_t<decltype(tag)::value>;
       const T stored = static_cast<T>(value);
-      for_each_element<1>(out.shape(), {&out}, [&](auto p, int64_t) {
-        std::memcpy(p[0], &stored, sizeof(T));
-      });
+      for_each_element<1>(out.shape(), {&out},
+                          [&](auto p, int64_t) { std::memcpy(p[0], &stored, sizeof(T)); });
     });
   });
 }

@@ -18,17 +18,17 @@ namespace mlxn::cuda_check {
 
 }  // namespace mlxn::cuda_check
 
-#define MLXN_CUDA_CHECK(call)                                                   \
-  do {                                                                          \
-    const cudaError_t mlxn_cuda_result = (call);                                \
-    if (mlxn_cuda_result != cudaSuccess)                                        \
+#define MLXN_CUDA_CHECK(call)                                                            \
+  do {                                                                                   \
+    const cudaError_t mlxn_cuda_result = (call);                                         \
+    if (mlxn_cuda_result != cudaSuccess)                                                 \
       ::mlxn::cuda_check::throw_cuda_error(mlxn_cuda_result, #call, __FILE__, __LINE__); \
   } while (0)
 
-#define MLXN_CUBLAS_CHECK(call)                                                   \
-  do {                                                                            \
-    const cublasStatus_t mlxn_cublas_result = (call);                             \
-    if (mlxn_cublas_result != CUBLAS_STATUS_SUCCESS)                              \
+#define MLXN_CUBLAS_CHECK(call)                                                              \
+  do {                                                                                       \
+    const cublasStatus_t mlxn_cublas_result = (call);                                        \
+    if (mlxn_cublas_result != CUBLAS_STATUS_SUCCESS)                                         \
       ::mlxn::cuda_check::throw_cublas_error(mlxn_cublas_result, #call, __FILE__, __LINE__); \
   } while (0)
 

@@ -138,8 +138,8 @@ void stream_wait_event(void* stream, void* event) {
 void* event_create(int device, bool timing) {
   select(device);
   cudaEvent_t event = nullptr;
-  MLXN_CUDA_CHECK(cudaEventCreateWithFlags(&event, timing ? cudaEventDefault
-                                                          : cudaEventDisableTiming));
+  MLXN_CUDA_CHECK(
+      cudaEventCreateWithFlags(&event, timing ? cudaEventDefault : cudaEventDisableTiming));
   return event;
 }
 

@@ -7,8 +7,9 @@ namespace mlxn::cuda_runtime {
 
 namespace {
 [[noreturn]] void absent() {
-  throw Error("cuda", "this build of mlx-native has no CUDA backend (nvcc was not found at "
-                      "configure time)");
+  throw Error("cuda",
+              "this build of mlx-native has no CUDA backend (nvcc was not found at "
+              "configure time)");
 }
 }  // namespace
 

@@ -10,7 +10,7 @@ namespace mlxn::cuda {
 namespace {
 
 struct FiniteParams {
-  const void* x;           // view described by shape/strides, element type T
+  const void* x;  // view described by shape/strides, element type T
   int rank;
   int64_t numel;
   int64_t shape[kMaxRank];

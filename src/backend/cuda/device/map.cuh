@@ -3,8 +3,9 @@
 //  - All operands contiguous and 16-byte aligned: each thread moves packs of kVec elements (16
 //    bytes of the widest type), kUnroll packs in flight per thread; block 0 does the tail.
 //  - Contiguous but unaligned: the same kernel with one element per pack.
+//  - A transposing 2-D copy/cast: shared-memory tiles, so both sides are coalesced.
 //  - Otherwise (strided, broadcast): a grid-stride loop that turns the row-major index into
-//    per-operand offsets.
+//    per-operand offsets, over axes merged where all operands allow it.
 // `op` receives the row-major element index (fill_random needs it) and the input values.
 #pragma once
 
@@ -23,8 +24,8 @@ struct alignas(sizeof(T) * N >= 16 ? 16 : sizeof(T) * N) Pack {
 
 template <int kInputs>
 struct MapPointers {
-  void* out;                                    // [numel] TOut
-  const void* in[kInputs > 0 ? kInputs : 1];    // [numel] TIn each
+  void* out;                                  // [numel] TOut
+  const void* in[kInputs > 0 ? kInputs : 1];  // [numel] TIn each
 };
 
 template <int kInputs>
@@ -32,7 +33,7 @@ struct MapStrides {
   int rank;
   int64_t numel;
   int64_t shape[kMaxRank];
-  int64_t out[kMaxRank];                        // element strides of out
+  int64_t out[kMaxRank];  // element strides of out
   int64_t in[kInputs > 0 ? kInputs : 1][kMaxRank];
 };
 
@@ -85,8 +86,7 @@ __global__ void __launch_bounds__(kMapThreads)
   constexpr int kIn = kInputs > 0 ? kInputs : 1;
   const Index numel = static_cast<Index>(s.numel);
   const Index step = static_cast<Index>(gridDim.x) * kMapThreads;
-  for (Index i = static_cast<Index>(blockIdx.x) * kMapThreads + threadIdx.x; i < numel;
-       i += step) {
+  for (Index i = static_cast<Index>(blockIdx.x) * kMapThreads + threadIdx.x; i < numel; i += step) {
     Index rest = i, out_offset = 0;
     Index in_offset[kIn] = {};
     for (int d = s.rank - 1; d >= 0; --d) {
@@ -101,6 +101,39 @@ __global__ void __launch_bounds__(kMapThreads)
 #pragma unroll
     for (int j = 0; j < kInputs; ++j) values[j] = static_cast<const TIn*>(p.in[j])[in_offset[j]];
     static_cast<TOut*>(p.out)[out_offset] = op(static_cast<int64_t>(i), values);
+  }
+}
+
+// A 2-D map whose output rows are contiguous while the input walks down columns (the copy or
+// cast that makes a transposed view contiguous). One thread per element would read or write
+// with a stride; instead a block stages a kTile x kTile tile in shared memory, reading it along
+// the input's contiguous axis and writing it along the output's. +1 column of padding keeps the
+// column reads free of bank conflicts.
+constexpr int kTile = 32;
+constexpr int kTileRows = 8;
+
+template <class TIn, class TOut, class Op>
+__global__ void __launch_bounds__(kTile* kTileRows)
+    map_transpose_kernel(const MapPointers<1> p, const int64_t rows, const int64_t cols,
+                         const int64_t out_row_stride, const int64_t in_col_stride, const Op op) {
+  __shared__ TIn tile[kTile][kTile + 1];
+  const int64_t row0 = static_cast<int64_t>(blockIdx.y) * kTile;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kTile;
+  const auto* in = static_cast<const TIn*>(p.in[0]);  // element (r, c) at r + c * in_col_stride
+  auto* out = static_cast<TOut*>(p.out);              // element (r, c) at r * out_row_stride + c
+  // Read: consecutive threads take consecutive rows of one column (the input's contiguous axis).
+  for (int k = threadIdx.y; k < kTile; k += kTileRows) {
+    const int64_t r = row0 + threadIdx.x, c = col0 + k;
+    if (r < rows && c < cols) tile[threadIdx.x][k] = in[r + c * in_col_stride];
+  }
+  __syncthreads();
+  // Write: consecutive threads take consecutive columns of one row (the output's contiguous axis).
+  for (int k = threadIdx.y; k < kTile; k += kTileRows) {
+    const int64_t r = row0 + k, c = col0 + threadIdx.x;
+    if (r < rows && c < cols) {
+      const TIn values[1] = {tile[k][threadIdx.x]};
+      out[r * out_row_stride + c] = op(r * cols + c, values);
+    }
   }
 }
 
@@ -129,13 +162,13 @@ void launch_map(const Buffer& out, const std::array<const Buffer*, kInputs>& inp
     constexpr int kVec = 16 / kWidest;
     if (aligned) {
       const int64_t packs = numel / kVec;
-      const int64_t blocks = std::max<int64_t>(1, (packs + kMapThreads * kMapUnroll - 1) /
-                                                      (kMapThreads * kMapUnroll));
+      const int64_t blocks =
+          std::max<int64_t>(1, (packs + kMapThreads * kMapUnroll - 1) / (kMapThreads * kMapUnroll));
       map_contiguous_kernel<kInputs, TIn, TOut, kVec, Op>
           <<<static_cast<unsigned>(blocks), kMapThreads, 0, cuda_stream>>>(p, numel, op);
     } else {
-      const int64_t blocks = std::max<int64_t>(1, (numel + kMapThreads * kMapUnroll - 1) /
-                                                      (kMapThreads * kMapUnroll));
+      const int64_t blocks =
+          std::max<int64_t>(1, (numel + kMapThreads * kMapUnroll - 1) / (kMapThreads * kMapUnroll));
       map_contiguous_kernel<kInputs, TIn, TOut, 1, Op>
           <<<static_cast<unsigned>(blocks), kMapThreads, 0, cuda_stream>>>(p, numel, op);
     }
@@ -170,6 +203,17 @@ void launch_map(const Buffer& out, const std::array<const Buffer*, kInputs>& inp
     int64_t widest = s.out[d];
     for (int j = 0; j < kInputs; ++j) widest = std::max(widest, s.in[j][d]);
     span += (s.shape[d] - 1) * widest;
+  }
+  if constexpr (kInputs == 1) {
+    if (rank == 2 && s.out[1] == 1 && s.in[0][0] == 1 && s.in[0][1] != 1 &&
+        s.shape[0] / kTile < 65536) {
+      const dim3 grid(static_cast<unsigned>((s.shape[1] + kTile - 1) / kTile),
+                      static_cast<unsigned>((s.shape[0] + kTile - 1) / kTile));
+      map_transpose_kernel<TIn, TOut, Op><<<grid, dim3(kTile, kTileRows), 0, cuda_stream>>>(
+          p, s.shape[0], s.shape[1], s.out[0], s.in[0][1], op);
+      MLXN_CUDA_CHECK_LAUNCH();
+      return;
+    }
   }
   const int64_t blocks = std::min<int64_t>((numel + kMapThreads - 1) / kMapThreads,
                                            int64_t{16} * multiprocessor_count(out.device()));

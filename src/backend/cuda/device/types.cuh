@@ -14,16 +14,46 @@ namespace mlxn::cuda {
 
 template <DType D>
 struct DeviceType;
-template <> struct DeviceType<DType::f32> { using type = float; };
-template <> struct DeviceType<DType::f16> { using type = __half; };
-template <> struct DeviceType<DType::bf16> { using type = __nv_bfloat16; };
-template <> struct DeviceType<DType::f8e4m3> { using type = __nv_fp8_e4m3; };
-template <> struct DeviceType<DType::f8e5m2> { using type = __nv_fp8_e5m2; };
-template <> struct DeviceType<DType::i8> { using type = int8_t; };
-template <> struct DeviceType<DType::u8> { using type = uint8_t; };
-template <> struct DeviceType<DType::i32> { using type = int32_t; };
-template <> struct DeviceType<DType::u32> { using type = uint32_t; };
-template <> struct DeviceType<DType::i64> { using type = int64_t; };
+template <>
+struct DeviceType<DType::f32> {
+  using type = float;
+};
+template <>
+struct DeviceType<DType::f16> {
+  using type = __half;
+};
+template <>
+struct DeviceType<DType::bf16> {
+  using type = __nv_bfloat16;
+};
+template <>
+struct DeviceType<DType::f8e4m3> {
+  using type = __nv_fp8_e4m3;
+};
+template <>
+struct DeviceType<DType::f8e5m2> {
+  using type = __nv_fp8_e5m2;
+};
+template <>
+struct DeviceType<DType::i8> {
+  using type = int8_t;
+};
+template <>
+struct DeviceType<DType::u8> {
+  using type = uint8_t;
+};
+template <>
+struct DeviceType<DType::i32> {
+  using type = int32_t;
+};
+template <>
+struct DeviceType<DType::u32> {
+  using type = uint32_t;
+};
+template <>
+struct DeviceType<DType::i64> {
+  using type = int64_t;
+};
 
 template <DType D>
 using device_type_t = typename DeviceType<D>::type;
@@ -64,9 +94,21 @@ __device__ __forceinline__ __nv_fp8_e5m2 from_float<__nv_fp8_e5m2>(float v) {
 // Raw storage type of the same width, for byte-exact copies of any dtype.
 template <int kBytes>
 struct StorageOfSize;
-template <> struct StorageOfSize<1> { using type = uint8_t; };
-template <> struct StorageOfSize<2> { using type = uint16_t; };
-template <> struct StorageOfSize<4> { using type = uint32_t; };
-template <> struct StorageOfSize<8> { using type = uint64_t; };
+template <>
+struct StorageOfSize<1> {
+  using type = uint8_t;
+};
+template <>
+struct StorageOfSize<2> {
+  using type = uint16_t;
+};
+template <>
+struct StorageOfSize<4> {
+  using type = uint32_t;
+};
+template <>
+struct StorageOfSize<8> {
+  using type = uint64_t;
+};
 
 }  // namespace mlxn::cuda

@@ -44,7 +44,9 @@ struct FillRandom {
 
 template <class TIn, class TOut>
 struct Convert {
-  __device__ TOut operator()(int64_t, const TIn (&v)[1]) const { return from_float<TOut>(to_float(v[0])); }
+  __device__ TOut operator()(int64_t, const TIn (&v)[1]) const {
+    return from_float<TOut>(to_float(v[0]));
+  }
 };
 
 template <class T>
@@ -92,10 +94,14 @@ void copy(const Buffer& src, const Buffer& dst, const Stream& stream) {
     launch_map<1, T, T>(dst, {&src}, Identity<T>{}, stream);
   };
   switch (src.element_size()) {
-    case 1: return run(uint8_t{});
-    case 2: return run(uint16_t{});
-    case 4: return run(uint32_t{});
-    default: return run(uint64_t{});
+    case 1:
+      return run(uint8_t{});
+    case 2:
+      return run(uint16_t{});
+    case 4:
+      return run(uint32_t{});
+    default:
+      return run(uint64_t{});
   }
 }
 
