@@ -61,6 +61,16 @@ nlohmann::json emit(const Case& c, double ceiling_gbps) {
   return j;
 }
 
+double measure_copy_gbps(const Stream& stream) {
+  const int64_t n = int64_t{1} << 28;
+  Buffer src = Buffer::empty({n}, DType::f32, stream);
+  Buffer dst = Buffer::empty({n}, DType::f32, stream);
+  fill(src, 1.0, stream);
+  const Timing t = time_device(
+      stream, [&](int) { copy(src, dst, stream); }, 3, 20);
+  return 8.0 * static_cast<double>(n) / (t.median_us * 1e3);
+}
+
 void validate(bool ok, const std::string& what) {
   if (!ok) throw Error("bench", "validation failed: " + what);
 }

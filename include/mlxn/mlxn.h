@@ -15,3 +15,4 @@
 #include "mlxn/ops/checks.h"
 #include "mlxn/ops/elementwise.h"
 #include "mlxn/ops/memory.h"
+#include "mlxn/ops/turboquant.h"

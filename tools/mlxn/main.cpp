@@ -1,11 +1,13 @@
-// mlxn: the command-line front end. With no subcommand it reports the devices and runs the
-// self-check (the README's quick start).
+// mlxn: the command-line front end. With no subcommand it reports the devices and runs the quick
+// TurboQuant evaluation (the README's quick start).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "mlxn/mlxn.h"
 #include "self_check.h"
+#include "tq_codebooks_gen.h"
+#include "tq_commands.h"
 
 namespace {
 
@@ -69,6 +71,33 @@ int main(int argc, char** argv) {
   devices_cmd->add_flag("--json", json, "Print JSON");
   auto* check_cmd = app.add_subcommand(
       "self-check", "Run the core ops on every device against the CPU reference");
+
+  mlxn::cli::TqEvalOptions eval;
+  auto* eval_cmd = app.add_subcommand(
+      "tq-eval", "TurboQuant quality per bit width and head_dim, against the design targets");
+  eval_cmd->add_flag("--quick", eval.quick, "head_dim 128 only, 2,000 vectors per case");
+  eval_cmd->add_option("--vectors", eval.vectors, "Vectors per case (full run)")
+      ->check(CLI::Range(100, 10000000));
+
+  auto* codebooks_cmd = app.add_subcommand(
+      "tq-codebooks", "Print src/portable/tq_codebooks.h from the Lloyd-Max generator");
+
+  auto* tq_cmd = app.add_subcommand(
+      "tq", "Encode/decode raw float32 vectors with the TurboQuant reference codec");
+  tq_cmd->require_subcommand(1);
+  int bits = 4, dim = 128;
+  std::string in_path, out_path;
+  bool rotated = false;
+  auto* encode_cmd =
+      tq_cmd->add_subcommand("encode", "IN.f32 -> OUT: payload rows then fp16 scales");
+  auto* decode_cmd = tq_cmd->add_subcommand("decode", "IN (from encode) -> OUT.f32");
+  for (auto* c : {encode_cmd, decode_cmd}) {
+    c->add_option("--bits", bits, "2, 3, 4, 5, 6 or 8")->required();
+    c->add_option("--dim", dim, "64, 128, 256 or 512")->required();
+    c->add_option("in", in_path)->required();
+    c->add_option("out", out_path)->required();
+  }
+  decode_cmd->add_flag("--rotated", rotated, "Write the rotated-domain values (alpha * C[code])");
   CLI11_PARSE(app, argc, argv);
   try {
     if (devices_cmd->parsed()) {
@@ -76,8 +105,15 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (check_cmd->parsed()) return self_check();
+    if (eval_cmd->parsed()) return mlxn::cli::run_tq_eval(eval);
+    if (codebooks_cmd->parsed()) return mlxn::cli::print_tq_codebook_header();
+    if (encode_cmd->parsed()) return mlxn::cli::run_tq_encode(bits, dim, in_path, out_path);
+    if (decode_cmd->parsed())
+      return mlxn::cli::run_tq_decode(bits, dim, in_path, out_path, rotated);
     print_devices(false);
-    return self_check();
+    std::printf("\n");
+    eval.quick = true;
+    return mlxn::cli::run_tq_eval(eval);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mlxn: %s\n", e.what());
     return 1;

@@ -1,0 +1,18 @@
+// CPU reference for ops/turboquant.h: the single-vector codec of src/turboquant/reference.h
+// over whole caches, with the same addressing and error reporting as the CUDA kernels.
+#pragma once
+
+#include <cstdint>
+
+#include "mlxn/ops/turboquant.h"
+#include "turboquant/encode_job.h"
+
+namespace mlxn::cpu {
+
+void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions,
+               const Buffer& page_table, uint32_t index_site, const Stream& stream);
+void tq_dequantize(const TqCache& cache, const Buffer& page_table, int64_t start, const Buffer& out,
+                   TqDomain domain, uint32_t index_site, const Stream& stream);
+void tq_rotate(const Buffer& x, const Buffer& out, bool inverse, const Stream& stream);
+
+}  // namespace mlxn::cpu

@@ -1,0 +1,568 @@
+// TurboQuant encode / dequantize / rotate. Each vector is handled by a group of dim/16 lanes;
+// lane g of a group holds coordinates [16g, 16g + 16). That split is also the format's
+// reduction order (src/portable/turboquant.h), so the in-register fma chains and the xor
+// shuffles below perform exactly the CPU reference's floating-point operations.
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device/types.cuh"
+#include "backend/cuda/turboquant/turboquant.h"
+#include "mlxn/core/device_errors.h"
+#include "mlxn/core/dispatch.h"
+#include "portable/error_state.h"
+#include "portable/turboquant.h"
+#include "portable/turboquant_codebook.h"
+#include "turboquant/codebook.h"
+
+namespace mlxn::cuda {
+
+namespace {
+
+using portable::add_rn;
+using portable::div_rn;
+using portable::fma_rn;
+using portable::mul_rn;
+using portable::sqrt_rn;
+
+__constant__ float kMagnitudes2[] = {MLXN_TQ_MAGNITUDES_2};
+__constant__ float kMagnitudes3[] = {MLXN_TQ_MAGNITUDES_3};
+__constant__ float kMagnitudes4[] = {MLXN_TQ_MAGNITUDES_4};
+__constant__ float kMagnitudes5[] = {MLXN_TQ_MAGNITUDES_5};
+__constant__ float kMagnitudes6[] = {MLXN_TQ_MAGNITUDES_6};
+__constant__ float kMagnitudes8[] = {MLXN_TQ_MAGNITUDES_8};
+
+__device__ const float* device_magnitudes(int bits) {
+  switch (bits) {
+    case 2:
+      return kMagnitudes2;
+    case 3:
+      return kMagnitudes3;
+    case 4:
+      return kMagnitudes4;
+    case 5:
+      return kMagnitudes5;
+    case 6:
+      return kMagnitudes6;
+    default:
+      return kMagnitudes8;
+  }
+}
+
+constexpr int kThreads = 256;
+constexpr int kPerLane = tq::kGroup;  // coordinates per lane
+
+// Centroids and boundaries of one bit width, built per block from the shipped magnitudes.
+struct BookTables {
+  float centroids[256];
+  float boundaries[255];
+};
+
+__device__ void build_tables(BookTables& t, int bits) {
+  const float* m = device_magnitudes(bits);
+  const int levels = 1 << bits;
+  for (int c = threadIdx.x; c < levels; c += blockDim.x) {
+    t.centroids[c] = tq::centroid(m, bits, c);
+    if (c + 1 < levels) t.boundaries[c] = tq::boundary(m, bits, c);
+  }
+}
+
+// Lanes of the group that holds this thread: `lanes` consecutive lanes, lanes a power of two.
+__device__ unsigned group_mask(int lanes) {
+  if (lanes == 32) return 0xffffffffu;
+  const unsigned base = (threadIdx.x & 31u) & ~static_cast<unsigned>(lanes - 1);
+  return ((1u << lanes) - 1u) << base;
+}
+
+template <int kLanes>
+__device__ float group_sum(float v, unsigned mask) {
+#pragma unroll
+  for (int m = kLanes / 2; m >= 1; m /= 2) v = add_rn(v, __shfl_xor_sync(mask, v, m));
+  return v;
+}
+
+template <int kLanes>
+__device__ float group_max(float v, unsigned mask) {
+#pragma unroll
+  for (int m = kLanes / 2; m >= 1; m /= 2) v = fmaxf(v, __shfl_xor_sync(mask, v, m));
+  return v;
+}
+
+template <int kLanes>
+__device__ bool group_all(bool v, unsigned mask) {
+#pragma unroll
+  for (int m = kLanes / 2; m >= 1; m /= 2) v = v && __shfl_xor_sync(mask, static_cast<int>(v), m);
+  return v;
+}
+
+// The reference's fma chain over this lane's 16 coordinates, then the pairwise tree.
+template <int kLanes>
+__device__ float group_dot(const float (&a)[kPerLane], const float (&b)[kPerLane], unsigned mask) {
+  float acc = 0.0f;
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) acc = fma_rn(a[e], b[e], acc);
+  return group_sum<kLanes>(acc, mask);
+}
+
+// Unnormalised Walsh-Hadamard transform over the group: stages h = 1..8 inside the lane, then
+// h = 16 * m across lanes (partner lane g xor m), each butterfly (a, b) -> (a + b, a - b).
+template <int kLanes>
+__device__ void group_fwht(float (&v)[kPerLane], int g, unsigned mask) {
+#pragma unroll
+  for (int h = 1; h < kPerLane; h *= 2) {
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      if ((i & h) == 0) {
+        const float a = v[i], b = v[i + h];
+        v[i] = add_rn(a, b);
+        v[i + h] = add_rn(a, -b);
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 1; m < kLanes; m *= 2) {
+    const bool upper = (g & m) != 0;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      const float other = __shfl_xor_sync(mask, v[i], m);
+      v[i] = upper ? add_rn(other, -v[i]) : add_rn(v[i], other);
+    }
+  }
+}
+
+template <class T>
+__device__ void load16(const T* src, float (&v)[kPerLane]) {
+  // 16 consecutive elements, 16-byte aligned for every supported dtype and dim.
+  constexpr int kVec = 16 / sizeof(T);
+#pragma unroll
+  for (int c = 0; c < kPerLane / kVec; ++c) {
+    const uint4 raw = reinterpret_cast<const uint4*>(src)[c];
+    const T* elems = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) v[c * kVec + e] = to_float(elems[e]);
+  }
+}
+
+template <class T>
+__device__ void store16(T* dst, const float (&v)[kPerLane]) {
+  constexpr int kVec = 16 / sizeof(T);
+#pragma unroll
+  for (int c = 0; c < kPerLane / kVec; ++c) {
+    uint4 raw;
+    T* elems = reinterpret_cast<T*>(&raw);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) elems[e] = from_float<T>(v[c * kVec + e]);
+    reinterpret_cast<uint4*>(dst)[c] = raw;
+  }
+}
+
+// This lane's 16 codes are bits [16 g b, 16 (g+1) b) of the payload: b 16-bit words.
+template <int kBits>
+__device__ void store_codes(uint8_t* lane_payload, const int (&codes)[kPerLane]) {
+  uint32_t words[kBits / 2 + 1] = {};
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) {
+    const int bit = e * kBits;
+    words[bit / 32] |= static_cast<uint32_t>(codes[e]) << (bit % 32);
+    if (bit % 32 + kBits > 32)
+      words[bit / 32 + 1] |= static_cast<uint32_t>(codes[e]) >> (32 - bit % 32);
+  }
+  if constexpr (kBits % 2 == 0) {  // 16 b bits = b/2 whole 32-bit words, 4-byte aligned
+#pragma unroll
+    for (int w = 0; w < kBits / 2; ++w) reinterpret_cast<uint32_t*>(lane_payload)[w] = words[w];
+  } else {
+    auto* halves = reinterpret_cast<uint16_t*>(lane_payload);
+#pragma unroll
+    for (int w = 0; w < kBits; ++w)
+      halves[w] = static_cast<uint16_t>(words[w / 2] >> (16 * (w % 2)));
+  }
+}
+
+template <int kBits>
+__device__ void load_codes(const uint8_t* lane_payload, int (&codes)[kPerLane]) {
+  uint32_t words[kBits / 2 + 1] = {};
+  if constexpr (kBits % 2 == 0) {
+#pragma unroll
+    for (int w = 0; w < kBits / 2; ++w)
+      words[w] = reinterpret_cast<const uint32_t*>(lane_payload)[w];
+  } else {
+    const auto* halves = reinterpret_cast<const uint16_t*>(lane_payload);
+#pragma unroll
+    for (int w = 0; w < kBits; ++w)
+      words[w / 2] |= static_cast<uint32_t>(halves[w]) << (16 * (w % 2));
+  }
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) {
+    const int bit = e * kBits;
+    uint32_t c = words[bit / 32] >> (bit % 32);
+    if (bit % 32 + kBits > 32) c |= words[bit / 32 + 1] << (32 - bit % 32);
+    codes[e] = static_cast<int>(c & ((1u << kBits) - 1u));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encode
+
+struct EncodeTensor {
+  const void* x;         // [tokens, kv_heads, dim] TIn, token i at x + i * token_stride
+  int64_t token_stride;  // elements
+  uint8_t* payload;      // [num_pages, kv_heads, page_size, dim * bits / 8]
+  uint16_t* scales;      // [num_pages, kv_heads, page_size] f16
+  int bits;
+  uint32_t site;
+};
+
+struct EncodeParams {
+  EncodeTensor tensor[2];
+  int tensors;
+  const int32_t* positions;   // [tokens]
+  const int32_t* page_table;  // [page_table_len]
+  int64_t page_table_len;
+  int64_t num_pages;
+  int64_t tokens;
+  int kv_heads;
+  int page_size_log2;
+  DeviceErrorState* flag;
+  uint32_t index_site;
+};
+
+template <int kDim, int kBits>
+__device__ void encode_vector(const float (&x)[kPerLane], const BookTables& book, int g,
+                              unsigned mask, uint8_t* row_payload, uint16_t* row_scale) {
+  constexpr int kLanes = kDim / kPerLane;
+  float max_abs = 0.0f;
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) max_abs = fmaxf(max_abs, fabsf(x[e]));
+  max_abs = group_max<kLanes>(max_abs, mask);
+  int codes[kPerLane] = {};
+  if (max_abs == 0.0f) {
+    store_codes<kBits>(row_payload + 2 * g * kBits, codes);
+    if (g == 0) *row_scale = 0;
+    return;
+  }
+  const int e2 = tq::exponent_of(max_abs);
+  float z[kPerLane];
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) {
+    const float s = tq::scale_pow2(x[e], -e2);
+    z[e] = tq::sign_is_negative(g * kPerLane + e) ? -s : s;
+  }
+  group_fwht<kLanes>(z, g, mask);
+  const float norm = sqrt_rn(group_dot<kLanes>(z, z, mask));
+  const float to_unit = div_rn(tq::sqrt_dim(kDim), norm);
+  float chosen[kPerLane];
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) {
+    const float u = mul_rn(z[e], to_unit);
+    int c = 0;  // count of boundaries strictly below u, by binary search
+#pragma unroll
+    for (int step = 1 << (kBits - 1); step >= 1; step /= 2) {
+      if (book.boundaries[c + step - 1] < u) c += step;
+    }
+    codes[e] = c;
+    chosen[e] = book.centroids[c];
+  }
+  const float dot = group_dot<kLanes>(z, chosen, mask);
+  const float cc = group_dot<kLanes>(chosen, chosen, mask);
+  const float alpha = tq::scale_pow2(mul_rn(div_rn(dot, cc), tq::inv_sqrt_dim(kDim)), e2);
+  store_codes<kBits>(row_payload + 2 * g * kBits, codes);
+  if (g == 0) *row_scale = __half_as_ushort(__float2half_rn(tq::clamp_to_half_range(alpha)));
+}
+
+template <int kDim, class TIn>
+__global__ void __launch_bounds__(kThreads) tq_encode_kernel(const EncodeParams p) {
+  constexpr int kLanes = kDim / kPerLane;
+  constexpr int kVectorsPerBlock = kThreads / kLanes;
+  __shared__ BookTables books[2];
+  for (int k = 0; k < p.tensors; ++k) build_tables(books[k], p.tensor[k].bits);
+  __syncthreads();
+
+  const int64_t per_tensor = p.tokens * p.kv_heads;
+  const int64_t vec = static_cast<int64_t>(blockIdx.x) * kVectorsPerBlock + threadIdx.x / kLanes;
+  if (vec >= per_tensor * p.tensors) return;  // whole groups leave together
+  const int g = static_cast<int>(threadIdx.x % kLanes);
+  const unsigned mask = group_mask(kLanes);
+  const int k = static_cast<int>(vec / per_tensor);
+  const int64_t token = (vec % per_tensor) / p.kv_heads;
+  const int head = static_cast<int>(vec % p.kv_heads);
+  const EncodeTensor& t = p.tensor[k];
+
+  const int64_t position = p.positions[token];
+  const int64_t page_index = position >> p.page_size_log2;
+  if (position < 0 || page_index >= p.page_table_len) {
+    if (g == 0)
+      report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, token,
+                          position, 0);
+    return;
+  }
+  const int64_t page = p.page_table[page_index];
+  if (page < 0 || page >= p.num_pages) {
+    if (g == 0)
+      report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index,
+                          page, 0);
+    return;
+  }
+  const int64_t slot = (page * p.kv_heads + head) * (int64_t{1} << p.page_size_log2) +
+                       (position & ((int64_t{1} << p.page_size_log2) - 1));
+  const int64_t row_bytes = int64_t{kDim} * t.bits / 8;
+  uint8_t* row_payload = t.payload + slot * row_bytes;
+  uint16_t* row_scale = t.scales + slot;
+
+  float x[kPerLane];
+  load16(static_cast<const TIn*>(t.x) + token * t.token_stride + head * kDim + g * kPerLane, x);
+  bool finite = true;
+  float bad = 0.0f;
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) {
+    if (!isfinite(x[e]) && finite) {
+      finite = false;
+      bad = x[e];
+    }
+  }
+  if (!finite)
+    report_device_error(p.flag, DeviceErrorCode::non_finite, t.site, vec % per_tensor, 0, bad);
+  if (!group_all<kLanes>(finite, mask)) {
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) x[e] = 0.0f;  // stored as the zero vector
+  }
+  switch (t.bits) {
+    case 2:
+      encode_vector<kDim, 2>(x, books[k], g, mask, row_payload, row_scale);
+      break;
+    case 3:
+      encode_vector<kDim, 3>(x, books[k], g, mask, row_payload, row_scale);
+      break;
+    case 4:
+      encode_vector<kDim, 4>(x, books[k], g, mask, row_payload, row_scale);
+      break;
+    case 5:
+      encode_vector<kDim, 5>(x, books[k], g, mask, row_payload, row_scale);
+      break;
+    case 6:
+      encode_vector<kDim, 6>(x, books[k], g, mask, row_payload, row_scale);
+      break;
+    default:
+      encode_vector<kDim, 8>(x, books[k], g, mask, row_payload, row_scale);
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dequantize
+
+struct DequantParams {
+  const uint8_t* payload;     // [num_pages, kv_heads, page_size, dim * bits / 8]
+  const uint16_t* scales;     // [num_pages, kv_heads, page_size] f16
+  const int32_t* page_table;  // [>= pages covering start + count]
+  void* out;                  // [count, kv_heads, dim] TOut
+  int64_t start;
+  int64_t count;
+  int64_t num_pages;
+  int kv_heads;
+  int page_size_log2;
+  int bits;
+  bool original;
+  DeviceErrorState* flag;
+  uint32_t index_site;
+};
+
+template <int kDim, int kBits, class TOut>
+__device__ void dequantize_vector(const DequantParams& p, const float* centroids, int64_t slot,
+                                  bool valid, int g, unsigned mask, TOut* out) {
+  constexpr int kLanes = kDim / kPerLane;
+  float v[kPerLane] = {};
+  if (valid) {
+    int codes[kPerLane];
+    load_codes<kBits>(p.payload + slot * (kDim * kBits / 8) + 2 * g * kBits, codes);
+    const float alpha = __half2float(__ushort_as_half(p.scales[slot]));
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) v[e] = mul_rn(alpha, centroids[codes[e]]);
+  }
+  if (p.original) {
+    group_fwht<kLanes>(v, g, mask);
+    const float inv = tq::inv_sqrt_dim(kDim);
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) {
+      const float s = mul_rn(v[e], inv);
+      v[e] = tq::sign_is_negative(g * kPerLane + e) ? -s : s;
+    }
+  }
+  store16(out, v);
+}
+
+template <int kDim, class TOut>
+__global__ void __launch_bounds__(kThreads) tq_dequantize_kernel(const DequantParams p) {
+  constexpr int kLanes = kDim / kPerLane;
+  constexpr int kVectorsPerBlock = kThreads / kLanes;
+  __shared__ float centroids[256];
+  {
+    const float* m = device_magnitudes(p.bits);
+    for (int c = threadIdx.x; c < (1 << p.bits); c += blockDim.x)
+      centroids[c] = tq::centroid(m, p.bits, c);
+  }
+  __syncthreads();
+  const int64_t vec = static_cast<int64_t>(blockIdx.x) * kVectorsPerBlock + threadIdx.x / kLanes;
+  if (vec >= p.count * p.kv_heads) return;
+  const int g = static_cast<int>(threadIdx.x % kLanes);
+  const unsigned mask = group_mask(kLanes);
+  const int64_t i = vec / p.kv_heads;
+  const int head = static_cast<int>(vec % p.kv_heads);
+  const int64_t position = p.start + i;
+  const int64_t page_index = position >> p.page_size_log2;
+  const int64_t page = p.page_table[page_index];
+  const bool valid = page >= 0 && page < p.num_pages;
+  if (!valid && g == 0)
+    report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index, page,
+                        0);
+  const int64_t slot = (page * p.kv_heads + head) * (int64_t{1} << p.page_size_log2) +
+                       (position & ((int64_t{1} << p.page_size_log2) - 1));
+  TOut* out = static_cast<TOut*>(p.out) + vec * kDim + g * kPerLane;
+  switch (p.bits) {
+    case 2:
+      dequantize_vector<kDim, 2>(p, centroids, slot, valid, g, mask, out);
+      break;
+    case 3:
+      dequantize_vector<kDim, 3>(p, centroids, slot, valid, g, mask, out);
+      break;
+    case 4:
+      dequantize_vector<kDim, 4>(p, centroids, slot, valid, g, mask, out);
+      break;
+    case 5:
+      dequantize_vector<kDim, 5>(p, centroids, slot, valid, g, mask, out);
+      break;
+    case 6:
+      dequantize_vector<kDim, 6>(p, centroids, slot, valid, g, mask, out);
+      break;
+    default:
+      dequantize_vector<kDim, 8>(p, centroids, slot, valid, g, mask, out);
+      break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotate
+
+struct RotateParams {
+  const void* x;  // [vectors, dim] TIn
+  void* out;      // [vectors, dim] TOut
+  int64_t vectors;
+  bool inverse;
+};
+
+template <int kDim, class TIn, class TOut>
+__global__ void __launch_bounds__(kThreads) tq_rotate_kernel(const RotateParams p) {
+  constexpr int kLanes = kDim / kPerLane;
+  constexpr int kVectorsPerBlock = kThreads / kLanes;
+  const int64_t vec = static_cast<int64_t>(blockIdx.x) * kVectorsPerBlock + threadIdx.x / kLanes;
+  if (vec >= p.vectors) return;
+  const int g = static_cast<int>(threadIdx.x % kLanes);
+  const unsigned mask = group_mask(kLanes);
+  float v[kPerLane];
+  load16(static_cast<const TIn*>(p.x) + vec * kDim + g * kPerLane, v);
+  const float inv = tq::inv_sqrt_dim(kDim);
+  if (!p.inverse) {
+#pragma unroll
+    for (int e = 0; e < kPerLane; ++e) v[e] = tq::sign_is_negative(g * kPerLane + e) ? -v[e] : v[e];
+  }
+  group_fwht<kLanes>(v, g, mask);
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) {
+    v[e] = mul_rn(v[e], inv);
+    if (p.inverse && tq::sign_is_negative(g * kPerLane + e)) v[e] = -v[e];
+  }
+  store16(static_cast<TOut*>(p.out) + vec * kDim + g * kPerLane, v);
+}
+
+using TqInputs = DTypeList<DType::f32, DType::bf16, DType::f16>;
+using TqDims = IntList<64, 128, 256, 512>;
+
+int log2_of(int v) { return 31 - __builtin_clz(static_cast<unsigned>(v)); }
+
+unsigned blocks_for(int64_t vectors, int dim) {
+  const int64_t per_block = kThreads / (dim / kPerLane);
+  return static_cast<unsigned>((vectors + per_block - 1) / per_block);
+}
+
+}  // namespace
+
+void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions,
+               const Buffer& page_table, uint32_t index_site, const Stream& stream) {
+  const TqCache& first = *jobs[0].cache;
+  EncodeParams p{};
+  p.tensors = job_count;
+  for (int k = 0; k < job_count; ++k) {
+    p.tensor[k] = {jobs[k].x->data(),
+                   jobs[k].x->strides()[0],
+                   jobs[k].cache->payload.data_as<uint8_t>(),
+                   jobs[k].cache->scales.data_as<uint16_t>(),
+                   jobs[k].cache->bits,
+                   jobs[k].data_site};
+  }
+  p.positions = positions.data_as<const int32_t>();
+  p.page_table = page_table.data_as<const int32_t>();
+  p.page_table_len = page_table.numel();
+  p.num_pages = first.num_pages();
+  p.tokens = jobs[0].x->dim(0);
+  p.kv_heads = first.kv_heads();
+  p.page_size_log2 = log2_of(first.page_size());
+  p.flag = device_error_state(stream.device());
+  p.index_site = index_site;
+  const int64_t vectors = p.tokens * p.kv_heads * job_count;
+  if (vectors == 0) return;
+  dispatch_int<TqDims>("tq_encode", "head_dim", first.dim, [&](auto dim) {
+    dispatch_dtype<TqInputs>("tq_encode", jobs[0].x->dtype(), [&](auto tag) {
+      using T = device_type_t<decltype(tag)::value>;
+      tq_encode_kernel<decltype(dim)::value, T>
+          <<<blocks_for(vectors, dim), kThreads, 0,
+             static_cast<cudaStream_t>(stream.native_handle())>>>(p);
+      MLXN_CUDA_CHECK_LAUNCH();
+    });
+  });
+}
+
+void tq_dequantize(const TqCache& cache, const Buffer& page_table, int64_t start, const Buffer& out,
+                   TqDomain domain, uint32_t index_site, const Stream& stream) {
+  DequantParams p{};
+  p.payload = cache.payload.data_as<const uint8_t>();
+  p.scales = cache.scales.data_as<const uint16_t>();
+  p.page_table = page_table.data_as<const int32_t>();
+  p.out = out.data();
+  p.start = start;
+  p.count = out.dim(0);
+  p.num_pages = cache.num_pages();
+  p.kv_heads = cache.kv_heads();
+  p.page_size_log2 = log2_of(cache.page_size());
+  p.bits = cache.bits;
+  p.original = domain == TqDomain::original;
+  p.flag = device_error_state(stream.device());
+  p.index_site = index_site;
+  const int64_t vectors = p.count * p.kv_heads;
+  if (vectors == 0) return;
+  using Outputs = DTypeList<DType::f32, DType::bf16>;
+  dispatch_int<TqDims>("tq_dequantize", "head_dim", cache.dim, [&](auto dim) {
+    dispatch_dtype<Outputs>("tq_dequantize", out.dtype(), [&](auto tag) {
+      using T = device_type_t<decltype(tag)::value>;
+      tq_dequantize_kernel<decltype(dim)::value, T>
+          <<<blocks_for(vectors, dim), kThreads, 0,
+             static_cast<cudaStream_t>(stream.native_handle())>>>(p);
+      MLXN_CUDA_CHECK_LAUNCH();
+    });
+  });
+}
+
+void tq_rotate(const Buffer& x, const Buffer& out, bool inverse, const Stream& stream) {
+  const int dim = static_cast<int>(x.dim(-1));
+  RotateParams p{x.data(), out.data(), x.numel() / dim, inverse};
+  if (p.vectors == 0) return;
+  dispatch_int<TqDims>("tq_rotate", "head_dim", dim, [&](auto d) {
+    dispatch_dtype<TqInputs>("tq_rotate", x.dtype(), [&](auto in_tag) {
+      using TIn = device_type_t<decltype(in_tag)::value>;
+      dispatch_dtype<TqInputs>("tq_rotate", out.dtype(), [&](auto out_tag) {
+        using TOut = device_type_t<decltype(out_tag)::value>;
+        tq_rotate_kernel<decltype(d)::value, TIn, TOut>
+            <<<blocks_for(p.vectors, d), kThreads, 0,
+               static_cast<cudaStream_t>(stream.native_handle())>>>(p);
+        MLXN_CUDA_CHECK_LAUNCH();
+      });
+    });
+  });
+}
+
+}  // namespace mlxn::cuda
