@@ -27,6 +27,12 @@ MLXN_HD bool sign_is_negative(int j) {
   return (sign_word(static_cast<uint64_t>(j) >> 6) >> (j & 63)) & 1u;
 }
 
+// Sign bits of coordinates [first, first + 16) (first a multiple of 16), bit e for first + e:
+// one sign word per GPU lane instead of one per coordinate.
+MLXN_HD uint32_t sign_bits16(int first) {
+  return static_cast<uint32_t>(sign_word(static_cast<uint64_t>(first) >> 6) >> (first & 63)) & 0xffffu;
+}
+
 // floor(log2(a)) for finite a > 0, subnormals included.
 MLXN_HD int exponent_of(float a) {
   const uint32_t bits = portable::float_to_bits(a);

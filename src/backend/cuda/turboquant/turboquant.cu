@@ -88,7 +88,10 @@ __device__ float group_max(float v, unsigned mask) {
 template <int kLanes>
 __device__ bool group_all(bool v, unsigned mask) {
 #pragma unroll
-  for (int m = kLanes / 2; m >= 1; m /= 2) v = v && __shfl_xor_sync(mask, static_cast<int>(v), m);
+  for (int m = kLanes / 2; m >= 1; m /= 2) {
+    const int other = __shfl_xor_sync(mask, static_cast<int>(v), m);  // every lane must shuffle
+    v = v && other != 0;
+  }
   return v;
 }
 
@@ -238,11 +241,12 @@ __device__ void encode_vector(const float (&x)[kPerLane], const BookTables& book
     return;
   }
   const int e2 = tq::exponent_of(max_abs);
+  const uint32_t signs = tq::sign_bits16(g * kPerLane);
   float z[kPerLane];
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) {
     const float s = tq::scale_pow2(x[e], -e2);
-    z[e] = tq::sign_is_negative(g * kPerLane + e) ? -s : s;
+    z[e] = (signs >> e) & 1u ? -s : s;
   }
   group_fwht<kLanes>(z, g, mask);
   const float norm = sqrt_rn(group_dot<kLanes>(z, z, mask));
@@ -267,36 +271,25 @@ __device__ void encode_vector(const float (&x)[kPerLane], const BookTables& book
 }
 
 template <int kDim, class TIn>
-__global__ void __launch_bounds__(kThreads) tq_encode_kernel(const EncodeParams p) {
+__device__ void encode_one(const EncodeParams& p, const BookTables (&books)[2], uint32_t vec, int g,
+                           unsigned mask) {
   constexpr int kLanes = kDim / kPerLane;
-  constexpr int kVectorsPerBlock = kThreads / kLanes;
-  __shared__ BookTables books[2];
-  for (int k = 0; k < p.tensors; ++k) build_tables(books[k], p.tensor[k].bits);
-  __syncthreads();
-
-  const int64_t per_tensor = p.tokens * p.kv_heads;
-  const int64_t vec = static_cast<int64_t>(blockIdx.x) * kVectorsPerBlock + threadIdx.x / kLanes;
-  if (vec >= per_tensor * p.tensors) return;  // whole groups leave together
-  const int g = static_cast<int>(threadIdx.x % kLanes);
-  const unsigned mask = group_mask(kLanes);
+  const uint32_t per_tensor = static_cast<uint32_t>(p.tokens) * p.kv_heads;
   const int k = static_cast<int>(vec / per_tensor);
-  const int64_t token = (vec % per_tensor) / p.kv_heads;
-  const int head = static_cast<int>(vec % p.kv_heads);
+  const uint32_t in_tensor = vec - static_cast<uint32_t>(k) * per_tensor;
+  const uint32_t token = in_tensor / p.kv_heads;
+  const int head = static_cast<int>(in_tensor - token * p.kv_heads);
   const EncodeTensor& t = p.tensor[k];
 
   const int64_t position = p.positions[token];
   const int64_t page_index = position >> p.page_size_log2;
   if (position < 0 || page_index >= p.page_table_len) {
-    if (g == 0)
-      report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, token,
-                          position, 0);
+    if (g == 0) report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, token, position, 0);
     return;
   }
   const int64_t page = p.page_table[page_index];
   if (page < 0 || page >= p.num_pages) {
-    if (g == 0)
-      report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index,
-                          page, 0);
+    if (g == 0) report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index, page, 0);
     return;
   }
   const int64_t slot = (page * p.kv_heads + head) * (int64_t{1} << p.page_size_log2) +
@@ -316,31 +309,36 @@ __global__ void __launch_bounds__(kThreads) tq_encode_kernel(const EncodeParams 
       bad = x[e];
     }
   }
-  if (!finite)
-    report_device_error(p.flag, DeviceErrorCode::non_finite, t.site, vec % per_tensor, 0, bad);
+  if (!finite) report_device_error(p.flag, DeviceErrorCode::non_finite, t.site, in_tensor, 0, bad);
   if (!group_all<kLanes>(finite, mask)) {
 #pragma unroll
     for (int e = 0; e < kPerLane; ++e) x[e] = 0.0f;  // stored as the zero vector
   }
   switch (t.bits) {
-    case 2:
-      encode_vector<kDim, 2>(x, books[k], g, mask, row_payload, row_scale);
-      break;
-    case 3:
-      encode_vector<kDim, 3>(x, books[k], g, mask, row_payload, row_scale);
-      break;
-    case 4:
-      encode_vector<kDim, 4>(x, books[k], g, mask, row_payload, row_scale);
-      break;
-    case 5:
-      encode_vector<kDim, 5>(x, books[k], g, mask, row_payload, row_scale);
-      break;
-    case 6:
-      encode_vector<kDim, 6>(x, books[k], g, mask, row_payload, row_scale);
-      break;
-    default:
-      encode_vector<kDim, 8>(x, books[k], g, mask, row_payload, row_scale);
-      break;
+    case 2: encode_vector<kDim, 2>(x, books[k], g, mask, row_payload, row_scale); break;
+    case 3: encode_vector<kDim, 3>(x, books[k], g, mask, row_payload, row_scale); break;
+    case 4: encode_vector<kDim, 4>(x, books[k], g, mask, row_payload, row_scale); break;
+    case 5: encode_vector<kDim, 5>(x, books[k], g, mask, row_payload, row_scale); break;
+    case 6: encode_vector<kDim, 6>(x, books[k], g, mask, row_payload, row_scale); break;
+    default: encode_vector<kDim, 8>(x, books[k], g, mask, row_payload, row_scale); break;
+  }
+}
+
+// A grid sized to the machine, each group of lanes walking vectors with a grid stride: the
+// codebook tables are built once per block, not once per handful of vectors.
+template <int kDim, class TIn>
+__global__ void __launch_bounds__(kThreads) tq_encode_kernel(const EncodeParams p) {
+  constexpr int kLanes = kDim / kPerLane;
+  constexpr uint32_t kVectorsPerBlock = kThreads / kLanes;
+  __shared__ BookTables books[2];
+  for (int k = 0; k < p.tensors; ++k) build_tables(books[k], p.tensor[k].bits);
+  __syncthreads();
+  const uint32_t total = static_cast<uint32_t>(p.tokens * p.kv_heads * p.tensors);
+  const int g = static_cast<int>(threadIdx.x % kLanes);
+  const unsigned mask = group_mask(kLanes);
+  for (uint32_t vec = blockIdx.x * kVectorsPerBlock + threadIdx.x / kLanes; vec < total;
+       vec += gridDim.x * kVectorsPerBlock) {
+    encode_one<kDim, TIn>(p, books, vec, g, mask);
   }
 }
 
@@ -378,10 +376,11 @@ __device__ void dequantize_vector(const DequantParams& p, const float* centroids
   if (p.original) {
     group_fwht<kLanes>(v, g, mask);
     const float inv = tq::inv_sqrt_dim(kDim);
+    const uint32_t signs = tq::sign_bits16(g * kPerLane);
 #pragma unroll
     for (int e = 0; e < kPerLane; ++e) {
       const float s = mul_rn(v[e], inv);
-      v[e] = tq::sign_is_negative(g * kPerLane + e) ? -s : s;
+      v[e] = (signs >> e) & 1u ? -s : s;
     }
   }
   store16(out, v);
@@ -398,41 +397,29 @@ __global__ void __launch_bounds__(kThreads) tq_dequantize_kernel(const DequantPa
       centroids[c] = tq::centroid(m, p.bits, c);
   }
   __syncthreads();
-  const int64_t vec = static_cast<int64_t>(blockIdx.x) * kVectorsPerBlock + threadIdx.x / kLanes;
-  if (vec >= p.count * p.kv_heads) return;
+  const uint32_t total = static_cast<uint32_t>(p.count * p.kv_heads);
   const int g = static_cast<int>(threadIdx.x % kLanes);
   const unsigned mask = group_mask(kLanes);
-  const int64_t i = vec / p.kv_heads;
-  const int head = static_cast<int>(vec % p.kv_heads);
-  const int64_t position = p.start + i;
-  const int64_t page_index = position >> p.page_size_log2;
-  const int64_t page = p.page_table[page_index];
-  const bool valid = page >= 0 && page < p.num_pages;
-  if (!valid && g == 0)
-    report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index, page,
-                        0);
-  const int64_t slot = (page * p.kv_heads + head) * (int64_t{1} << p.page_size_log2) +
-                       (position & ((int64_t{1} << p.page_size_log2) - 1));
-  TOut* out = static_cast<TOut*>(p.out) + vec * kDim + g * kPerLane;
-  switch (p.bits) {
-    case 2:
-      dequantize_vector<kDim, 2>(p, centroids, slot, valid, g, mask, out);
-      break;
-    case 3:
-      dequantize_vector<kDim, 3>(p, centroids, slot, valid, g, mask, out);
-      break;
-    case 4:
-      dequantize_vector<kDim, 4>(p, centroids, slot, valid, g, mask, out);
-      break;
-    case 5:
-      dequantize_vector<kDim, 5>(p, centroids, slot, valid, g, mask, out);
-      break;
-    case 6:
-      dequantize_vector<kDim, 6>(p, centroids, slot, valid, g, mask, out);
-      break;
-    default:
-      dequantize_vector<kDim, 8>(p, centroids, slot, valid, g, mask, out);
-      break;
+  for (uint32_t vec = blockIdx.x * kVectorsPerBlock + threadIdx.x / kLanes; vec < total;
+       vec += gridDim.x * kVectorsPerBlock) {
+    const uint32_t i = vec / p.kv_heads;
+    const int head = static_cast<int>(vec - i * p.kv_heads);
+    const int64_t position = p.start + i;
+    const int64_t page_index = position >> p.page_size_log2;
+    const int64_t page = p.page_table[page_index];
+    const bool valid = page >= 0 && page < p.num_pages;
+    if (!valid && g == 0) report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index, page, 0);
+    const int64_t slot = (page * p.kv_heads + head) * (int64_t{1} << p.page_size_log2) +
+                         (position & ((int64_t{1} << p.page_size_log2) - 1));
+    TOut* out = static_cast<TOut*>(p.out) + static_cast<int64_t>(vec) * kDim + g * kPerLane;
+    switch (p.bits) {
+      case 2: dequantize_vector<kDim, 2>(p, centroids, slot, valid, g, mask, out); break;
+      case 3: dequantize_vector<kDim, 3>(p, centroids, slot, valid, g, mask, out); break;
+      case 4: dequantize_vector<kDim, 4>(p, centroids, slot, valid, g, mask, out); break;
+      case 5: dequantize_vector<kDim, 5>(p, centroids, slot, valid, g, mask, out); break;
+      case 6: dequantize_vector<kDim, 6>(p, centroids, slot, valid, g, mask, out); break;
+      default: dequantize_vector<kDim, 8>(p, centroids, slot, valid, g, mask, out); break;
+    }
   }
 }
 
@@ -451,21 +438,22 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_kernel(const RotateParams 
   constexpr int kLanes = kDim / kPerLane;
   constexpr int kVectorsPerBlock = kThreads / kLanes;
   const int64_t vec = static_cast<int64_t>(blockIdx.x) * kVectorsPerBlock + threadIdx.x / kLanes;
-  if (vec >= p.vectors) return;
+  if (vec >= p.vectors) return;  // whole groups leave together
   const int g = static_cast<int>(threadIdx.x % kLanes);
   const unsigned mask = group_mask(kLanes);
   float v[kPerLane];
   load16(static_cast<const TIn*>(p.x) + vec * kDim + g * kPerLane, v);
   const float inv = tq::inv_sqrt_dim(kDim);
+  const uint32_t signs = tq::sign_bits16(g * kPerLane);
   if (!p.inverse) {
 #pragma unroll
-    for (int e = 0; e < kPerLane; ++e) v[e] = tq::sign_is_negative(g * kPerLane + e) ? -v[e] : v[e];
+    for (int e = 0; e < kPerLane; ++e) v[e] = (signs >> e) & 1u ? -v[e] : v[e];
   }
   group_fwht<kLanes>(v, g, mask);
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) {
     v[e] = mul_rn(v[e], inv);
-    if (p.inverse && tq::sign_is_negative(g * kPerLane + e)) v[e] = -v[e];
+    if (p.inverse && ((signs >> e) & 1u)) v[e] = -v[e];
   }
   store16(static_cast<TOut*>(p.out) + vec * kDim + g * kPerLane, v);
 }
@@ -478,6 +466,18 @@ int log2_of(int v) { return 31 - __builtin_clz(static_cast<unsigned>(v)); }
 unsigned blocks_for(int64_t vectors, int dim) {
   const int64_t per_block = kThreads / (dim / kPerLane);
   return static_cast<unsigned>((vectors + per_block - 1) / per_block);
+}
+
+// Grid-stride kernels: enough blocks to fill every SM several times over, no more.
+unsigned persistent_blocks(int64_t vectors, int dim, Device device) {
+  return std::min<unsigned>(blocks_for(vectors, dim),
+                            8u * static_cast<unsigned>(device_properties(device).multiprocessors));
+}
+
+void require_32bit_count(int64_t vectors, const char* op) {
+  if (vectors >= (int64_t{1} << 31)) {
+    throw Error(op, std::to_string(vectors) + " vectors in one call; at most 2^31 - 1");
+  }
 }
 
 }  // namespace
@@ -506,11 +506,12 @@ void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions
   p.index_site = index_site;
   const int64_t vectors = p.tokens * p.kv_heads * job_count;
   if (vectors == 0) return;
+  require_32bit_count(vectors, "tq_encode");
   dispatch_int<TqDims>("tq_encode", "head_dim", first.dim, [&](auto dim) {
     dispatch_dtype<TqInputs>("tq_encode", jobs[0].x->dtype(), [&](auto tag) {
       using T = device_type_t<decltype(tag)::value>;
       tq_encode_kernel<decltype(dim)::value, T>
-          <<<blocks_for(vectors, dim), kThreads, 0,
+          <<<persistent_blocks(vectors, dim, stream.device()), kThreads, 0,
              static_cast<cudaStream_t>(stream.native_handle())>>>(p);
       MLXN_CUDA_CHECK_LAUNCH();
     });
@@ -535,12 +536,13 @@ void tq_dequantize(const TqCache& cache, const Buffer& page_table, int64_t start
   p.index_site = index_site;
   const int64_t vectors = p.count * p.kv_heads;
   if (vectors == 0) return;
+  require_32bit_count(vectors, "tq_dequantize");
   using Outputs = DTypeList<DType::f32, DType::bf16>;
   dispatch_int<TqDims>("tq_dequantize", "head_dim", cache.dim, [&](auto dim) {
     dispatch_dtype<Outputs>("tq_dequantize", out.dtype(), [&](auto tag) {
       using T = device_type_t<decltype(tag)::value>;
       tq_dequantize_kernel<decltype(dim)::value, T>
-          <<<blocks_for(vectors, dim), kThreads, 0,
+          <<<persistent_blocks(vectors, dim, stream.device()), kThreads, 0,
              static_cast<cudaStream_t>(stream.native_handle())>>>(p);
       MLXN_CUDA_CHECK_LAUNCH();
     });
