@@ -64,32 +64,30 @@ __device__ void build_tables(BookTables& t, int bits) {
   }
 }
 
-// Lanes of the group that holds this thread: `lanes` consecutive lanes, lanes a power of two.
-__device__ unsigned group_mask(int lanes) {
-  if (lanes == 32) return 0xffffffffu;
-  const unsigned base = (threadIdx.x & 31u) & ~static_cast<unsigned>(lanes - 1);
-  return ((1u << lanes) - 1u) << base;
-}
+// Every shuffle names the whole warp: the kernels keep all 32 lanes converged (bad or padding
+// vectors are predicated, never branched around), so the compiler emits plain SHFL instead of
+// the much costlier code for a run-time lane mask.
+constexpr unsigned kWarp = 0xffffffffu;
 
 template <int kLanes>
-__device__ float group_sum(float v, unsigned mask) {
+__device__ float group_sum(float v) {
 #pragma unroll
-  for (int m = kLanes / 2; m >= 1; m /= 2) v = add_rn(v, __shfl_xor_sync(mask, v, m));
+  for (int m = kLanes / 2; m >= 1; m /= 2) v = add_rn(v, __shfl_xor_sync(kWarp, v, m));
   return v;
 }
 
 template <int kLanes>
-__device__ float group_max(float v, unsigned mask) {
+__device__ float group_max(float v) {
 #pragma unroll
-  for (int m = kLanes / 2; m >= 1; m /= 2) v = fmaxf(v, __shfl_xor_sync(mask, v, m));
+  for (int m = kLanes / 2; m >= 1; m /= 2) v = fmaxf(v, __shfl_xor_sync(kWarp, v, m));
   return v;
 }
 
 template <int kLanes>
-__device__ bool group_all(bool v, unsigned mask) {
+__device__ bool group_all(bool v) {
 #pragma unroll
   for (int m = kLanes / 2; m >= 1; m /= 2) {
-    const int other = __shfl_xor_sync(mask, static_cast<int>(v), m);  // every lane must shuffle
+    const int other = __shfl_xor_sync(kWarp, static_cast<int>(v), m);  // every lane must shuffle
     v = v && other != 0;
   }
   return v;
@@ -97,17 +95,17 @@ __device__ bool group_all(bool v, unsigned mask) {
 
 // The reference's fma chain over this lane's 16 coordinates, then the pairwise tree.
 template <int kLanes>
-__device__ float group_dot(const float (&a)[kPerLane], const float (&b)[kPerLane], unsigned mask) {
+__device__ float group_dot(const float (&a)[kPerLane], const float (&b)[kPerLane]) {
   float acc = 0.0f;
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) acc = fma_rn(a[e], b[e], acc);
-  return group_sum<kLanes>(acc, mask);
+  return group_sum<kLanes>(acc);
 }
 
 // Unnormalised Walsh-Hadamard transform over the group: stages h = 1..8 inside the lane, then
 // h = 16 * m across lanes (partner lane g xor m), each butterfly (a, b) -> (a + b, a - b).
 template <int kLanes>
-__device__ void group_fwht(float (&v)[kPerLane], int g, unsigned mask) {
+__device__ void group_fwht(float (&v)[kPerLane], int g) {
 #pragma unroll
   for (int h = 1; h < kPerLane; h *= 2) {
 #pragma unroll
@@ -124,7 +122,7 @@ __device__ void group_fwht(float (&v)[kPerLane], int g, unsigned mask) {
     const bool upper = (g & m) != 0;
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
-      const float other = __shfl_xor_sync(mask, v[i], m);
+      const float other = __shfl_xor_sync(kWarp, v[i], m);
       v[i] = upper ? add_rn(other, -v[i]) : add_rn(v[i], other);
     }
   }
@@ -200,6 +198,12 @@ __device__ void load_codes(const uint8_t* lane_payload, int (&codes)[kPerLane]) 
   }
 }
 
+// Vector count rounded up to whole warps (32 / lanes vectors per warp).
+__host__ __device__ inline uint32_t padded_count(uint32_t vectors, int lanes) {
+  const uint32_t per_warp = 32u / static_cast<uint32_t>(lanes);
+  return (vectors + per_warp - 1) / per_warp * per_warp;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Encode
 
@@ -226,21 +230,18 @@ struct EncodeParams {
   uint32_t index_site;
 };
 
+// Encodes this lane's 16 coordinates of one vector. Runs on every lane of the warp (the
+// shuffles need them all); `store` says whether this group's result is written.
 template <int kDim, int kBits>
-__device__ void encode_vector(const float (&x)[kPerLane], const BookTables& book, int g,
-                              unsigned mask, uint8_t* row_payload, uint16_t* row_scale) {
+__device__ void encode_vector(const float (&x)[kPerLane], const BookTables& book, int g, bool store,
+                              uint8_t* row_payload, uint16_t* row_scale) {
   constexpr int kLanes = kDim / kPerLane;
   float max_abs = 0.0f;
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) max_abs = fmaxf(max_abs, fabsf(x[e]));
-  max_abs = group_max<kLanes>(max_abs, mask);
-  int codes[kPerLane] = {};
-  if (max_abs == 0.0f) {
-    store_codes<kBits>(row_payload + 2 * g * kBits, codes);
-    if (g == 0) *row_scale = 0;
-    return;
-  }
-  const int e2 = tq::exponent_of(max_abs);
+  max_abs = group_max<kLanes>(max_abs);
+  const bool zero = max_abs == 0.0f;  // zero vector: codes 0, scale 0 (computed values unused)
+  const int e2 = zero ? 0 : tq::exponent_of(max_abs);
   const uint32_t signs = tq::sign_bits16(g * kPerLane);
   float z[kPerLane];
 #pragma unroll
@@ -248,10 +249,11 @@ __device__ void encode_vector(const float (&x)[kPerLane], const BookTables& book
     const float s = tq::scale_pow2(x[e], -e2);
     z[e] = (signs >> e) & 1u ? -s : s;
   }
-  group_fwht<kLanes>(z, g, mask);
-  const float norm = sqrt_rn(group_dot<kLanes>(z, z, mask));
+  group_fwht<kLanes>(z, g);
+  const float norm = sqrt_rn(group_dot<kLanes>(z, z));
   const float to_unit = div_rn(tq::sqrt_dim(kDim), norm);
   float chosen[kPerLane];
+  int codes[kPerLane];
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) {
     const float u = mul_rn(z[e], to_unit);
@@ -260,46 +262,50 @@ __device__ void encode_vector(const float (&x)[kPerLane], const BookTables& book
     for (int step = 1 << (kBits - 1); step >= 1; step /= 2) {
       if (book.boundaries[c + step - 1] < u) c += step;
     }
-    codes[e] = c;
+    codes[e] = zero ? 0 : c;
     chosen[e] = book.centroids[c];
   }
-  const float dot = group_dot<kLanes>(z, chosen, mask);
-  const float cc = group_dot<kLanes>(chosen, chosen, mask);
+  const float dot = group_dot<kLanes>(z, chosen);
+  const float cc = group_dot<kLanes>(chosen, chosen);
   const float alpha = tq::scale_pow2(mul_rn(div_rn(dot, cc), tq::inv_sqrt_dim(kDim)), e2);
+  if (!store) return;
   store_codes<kBits>(row_payload + 2 * g * kBits, codes);
-  if (g == 0) *row_scale = __half_as_ushort(__float2half_rn(tq::clamp_to_half_range(alpha)));
+  if (g == 0) {
+    *row_scale = zero ? 0 : __half_as_ushort(__float2half_rn(tq::clamp_to_half_range(alpha)));
+  }
 }
 
+// One vector per group of lanes. `vec` indexes a padded space in which every warp's groups belong
+// to one tensor (K or V), so the bit-width switch below never splits a warp.
 template <int kDim, class TIn>
-__device__ void encode_one(const EncodeParams& p, const BookTables (&books)[2], uint32_t vec, int g,
-                           unsigned mask) {
+__device__ void encode_one(const EncodeParams& p, const BookTables (&books)[2], uint32_t vec, int g) {
   constexpr int kLanes = kDim / kPerLane;
   const uint32_t per_tensor = static_cast<uint32_t>(p.tokens) * p.kv_heads;
-  const int k = static_cast<int>(vec / per_tensor);
-  const uint32_t in_tensor = vec - static_cast<uint32_t>(k) * per_tensor;
-  const uint32_t token = in_tensor / p.kv_heads;
-  const int head = static_cast<int>(in_tensor - token * p.kv_heads);
+  const uint32_t padded = padded_count(per_tensor, kLanes);
+  const int k = static_cast<int>(vec / padded);
+  const uint32_t in_tensor = vec - static_cast<uint32_t>(k) * padded;
   const EncodeTensor& t = p.tensor[k];
+  bool ok = in_tensor < per_tensor;
+  const uint32_t token = ok ? in_tensor / p.kv_heads : 0;
+  const int head = static_cast<int>(in_tensor - token * p.kv_heads);
 
-  const int64_t position = p.positions[token];
-  const int64_t page_index = position >> p.page_size_log2;
-  if (position < 0 || page_index >= p.page_table_len) {
-    if (g == 0) report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, token, position, 0);
-    return;
+  float x[kPerLane] = {};
+  if (ok) load16(static_cast<const TIn*>(t.x) + token * t.token_stride + head * kDim + g * kPerLane, x);
+  int64_t slot = 0;
+  if (ok) {
+    const int64_t position = p.positions[token];
+    const int64_t page_index = position >> p.page_size_log2;
+    const bool position_ok = position >= 0 && page_index < p.page_table_len;
+    const int64_t page = position_ok ? p.page_table[page_index] : 0;
+    if (!position_ok) {
+      if (g == 0) report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, token, position, 0);
+    } else if (page < 0 || page >= p.num_pages) {
+      if (g == 0) report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index, page, 0);
+    }
+    ok = position_ok && page >= 0 && page < p.num_pages;
+    slot = (page * p.kv_heads + head) * (int64_t{1} << p.page_size_log2) +
+           (position & ((int64_t{1} << p.page_size_log2) - 1));
   }
-  const int64_t page = p.page_table[page_index];
-  if (page < 0 || page >= p.num_pages) {
-    if (g == 0) report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index, page, 0);
-    return;
-  }
-  const int64_t slot = (page * p.kv_heads + head) * (int64_t{1} << p.page_size_log2) +
-                       (position & ((int64_t{1} << p.page_size_log2) - 1));
-  const int64_t row_bytes = int64_t{kDim} * t.bits / 8;
-  uint8_t* row_payload = t.payload + slot * row_bytes;
-  uint16_t* row_scale = t.scales + slot;
-
-  float x[kPerLane];
-  load16(static_cast<const TIn*>(t.x) + token * t.token_stride + head * kDim + g * kPerLane, x);
   bool finite = true;
   float bad = 0.0f;
 #pragma unroll
@@ -309,18 +315,20 @@ __device__ void encode_one(const EncodeParams& p, const BookTables (&books)[2], 
       bad = x[e];
     }
   }
-  if (!finite) report_device_error(p.flag, DeviceErrorCode::non_finite, t.site, in_tensor, 0, bad);
-  if (!group_all<kLanes>(finite, mask)) {
+  if (!finite && ok) report_device_error(p.flag, DeviceErrorCode::non_finite, t.site, in_tensor, 0, bad);
+  if (!group_all<kLanes>(finite)) {
 #pragma unroll
     for (int e = 0; e < kPerLane; ++e) x[e] = 0.0f;  // stored as the zero vector
   }
+  uint8_t* row_payload = t.payload + slot * (int64_t{kDim} * t.bits / 8);
+  uint16_t* row_scale = t.scales + slot;
   switch (t.bits) {
-    case 2: encode_vector<kDim, 2>(x, books[k], g, mask, row_payload, row_scale); break;
-    case 3: encode_vector<kDim, 3>(x, books[k], g, mask, row_payload, row_scale); break;
-    case 4: encode_vector<kDim, 4>(x, books[k], g, mask, row_payload, row_scale); break;
-    case 5: encode_vector<kDim, 5>(x, books[k], g, mask, row_payload, row_scale); break;
-    case 6: encode_vector<kDim, 6>(x, books[k], g, mask, row_payload, row_scale); break;
-    default: encode_vector<kDim, 8>(x, books[k], g, mask, row_payload, row_scale); break;
+    case 2: encode_vector<kDim, 2>(x, books[k], g, ok, row_payload, row_scale); break;
+    case 3: encode_vector<kDim, 3>(x, books[k], g, ok, row_payload, row_scale); break;
+    case 4: encode_vector<kDim, 4>(x, books[k], g, ok, row_payload, row_scale); break;
+    case 5: encode_vector<kDim, 5>(x, books[k], g, ok, row_payload, row_scale); break;
+    case 6: encode_vector<kDim, 6>(x, books[k], g, ok, row_payload, row_scale); break;
+    default: encode_vector<kDim, 8>(x, books[k], g, ok, row_payload, row_scale); break;
   }
 }
 
@@ -333,12 +341,13 @@ __global__ void __launch_bounds__(kThreads) tq_encode_kernel(const EncodeParams 
   __shared__ BookTables books[2];
   for (int k = 0; k < p.tensors; ++k) build_tables(books[k], p.tensor[k].bits);
   __syncthreads();
-  const uint32_t total = static_cast<uint32_t>(p.tokens * p.kv_heads * p.tensors);
+  const uint32_t total =
+      padded_count(static_cast<uint32_t>(p.tokens) * p.kv_heads, kLanes) * p.tensors;
   const int g = static_cast<int>(threadIdx.x % kLanes);
-  const unsigned mask = group_mask(kLanes);
+  // The loop bound is the same for every lane of a warp (`total` is a whole number of warps).
   for (uint32_t vec = blockIdx.x * kVectorsPerBlock + threadIdx.x / kLanes; vec < total;
        vec += gridDim.x * kVectorsPerBlock) {
-    encode_one<kDim, TIn>(p, books, vec, g, mask);
+    encode_one<kDim, TIn>(p, books, vec, g);
   }
 }
 
@@ -363,7 +372,7 @@ struct DequantParams {
 
 template <int kDim, int kBits, class TOut>
 __device__ void dequantize_vector(const DequantParams& p, const float* centroids, int64_t slot,
-                                  bool valid, int g, unsigned mask, TOut* out) {
+                                  bool valid, bool store, int g, TOut* out) {
   constexpr int kLanes = kDim / kPerLane;
   float v[kPerLane] = {};
   if (valid) {
@@ -374,7 +383,7 @@ __device__ void dequantize_vector(const DequantParams& p, const float* centroids
     for (int e = 0; e < kPerLane; ++e) v[e] = mul_rn(alpha, centroids[codes[e]]);
   }
   if (p.original) {
-    group_fwht<kLanes>(v, g, mask);
+    group_fwht<kLanes>(v, g);
     const float inv = tq::inv_sqrt_dim(kDim);
     const uint32_t signs = tq::sign_bits16(g * kPerLane);
 #pragma unroll
@@ -383,7 +392,7 @@ __device__ void dequantize_vector(const DequantParams& p, const float* centroids
       v[e] = (signs >> e) & 1u ? -s : s;
     }
   }
-  store16(out, v);
+  if (store) store16(out, v);
 }
 
 template <int kDim, class TOut>
@@ -397,28 +406,31 @@ __global__ void __launch_bounds__(kThreads) tq_dequantize_kernel(const DequantPa
       centroids[c] = tq::centroid(m, p.bits, c);
   }
   __syncthreads();
-  const uint32_t total = static_cast<uint32_t>(p.count * p.kv_heads);
+  const uint32_t count = static_cast<uint32_t>(p.count * p.kv_heads);
+  const uint32_t total = padded_count(count, kLanes);  // whole warps: a warp-uniform loop
   const int g = static_cast<int>(threadIdx.x % kLanes);
-  const unsigned mask = group_mask(kLanes);
   for (uint32_t vec = blockIdx.x * kVectorsPerBlock + threadIdx.x / kLanes; vec < total;
        vec += gridDim.x * kVectorsPerBlock) {
-    const uint32_t i = vec / p.kv_heads;
-    const int head = static_cast<int>(vec - i * p.kv_heads);
+    const bool active = vec < count;
+    const uint32_t i = active ? vec / p.kv_heads : 0;
+    const int head = static_cast<int>(active ? vec - i * p.kv_heads : 0);
     const int64_t position = p.start + i;
     const int64_t page_index = position >> p.page_size_log2;
-    const int64_t page = p.page_table[page_index];
-    const bool valid = page >= 0 && page < p.num_pages;
-    if (!valid && g == 0) report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index, page, 0);
+    const int64_t page = active ? p.page_table[page_index] : 0;
+    const bool valid = active && page >= 0 && page < p.num_pages;
+    if (active && !valid && g == 0) {
+      report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index, page, 0);
+    }
     const int64_t slot = (page * p.kv_heads + head) * (int64_t{1} << p.page_size_log2) +
                          (position & ((int64_t{1} << p.page_size_log2) - 1));
     TOut* out = static_cast<TOut*>(p.out) + static_cast<int64_t>(vec) * kDim + g * kPerLane;
     switch (p.bits) {
-      case 2: dequantize_vector<kDim, 2>(p, centroids, slot, valid, g, mask, out); break;
-      case 3: dequantize_vector<kDim, 3>(p, centroids, slot, valid, g, mask, out); break;
-      case 4: dequantize_vector<kDim, 4>(p, centroids, slot, valid, g, mask, out); break;
-      case 5: dequantize_vector<kDim, 5>(p, centroids, slot, valid, g, mask, out); break;
-      case 6: dequantize_vector<kDim, 6>(p, centroids, slot, valid, g, mask, out); break;
-      default: dequantize_vector<kDim, 8>(p, centroids, slot, valid, g, mask, out); break;
+      case 2: dequantize_vector<kDim, 2>(p, centroids, slot, valid, active, g, out); break;
+      case 3: dequantize_vector<kDim, 3>(p, centroids, slot, valid, active, g, out); break;
+      case 4: dequantize_vector<kDim, 4>(p, centroids, slot, valid, active, g, out); break;
+      case 5: dequantize_vector<kDim, 5>(p, centroids, slot, valid, active, g, out); break;
+      case 6: dequantize_vector<kDim, 6>(p, centroids, slot, valid, active, g, out); break;
+      default: dequantize_vector<kDim, 8>(p, centroids, slot, valid, active, g, out); break;
     }
   }
 }
@@ -438,24 +450,24 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_kernel(const RotateParams 
   constexpr int kLanes = kDim / kPerLane;
   constexpr int kVectorsPerBlock = kThreads / kLanes;
   const int64_t vec = static_cast<int64_t>(blockIdx.x) * kVectorsPerBlock + threadIdx.x / kLanes;
-  if (vec >= p.vectors) return;  // whole groups leave together
+  // Padding groups of the last warp compute on zeros and store nothing (the shuffles need them).
+  const bool active = vec < p.vectors;
   const int g = static_cast<int>(threadIdx.x % kLanes);
-  const unsigned mask = group_mask(kLanes);
-  float v[kPerLane];
-  load16(static_cast<const TIn*>(p.x) + vec * kDim + g * kPerLane, v);
+  float v[kPerLane] = {};
+  if (active) load16(static_cast<const TIn*>(p.x) + vec * kDim + g * kPerLane, v);
   const float inv = tq::inv_sqrt_dim(kDim);
   const uint32_t signs = tq::sign_bits16(g * kPerLane);
   if (!p.inverse) {
 #pragma unroll
     for (int e = 0; e < kPerLane; ++e) v[e] = (signs >> e) & 1u ? -v[e] : v[e];
   }
-  group_fwht<kLanes>(v, g, mask);
+  group_fwht<kLanes>(v, g);
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) {
     v[e] = mul_rn(v[e], inv);
     if (p.inverse && ((signs >> e) & 1u)) v[e] = -v[e];
   }
-  store16(static_cast<TOut*>(p.out) + vec * kDim + g * kPerLane, v);
+  if (active) store16(static_cast<TOut*>(p.out) + vec * kDim + g * kPerLane, v);
 }
 
 using TqInputs = DTypeList<DType::f32, DType::bf16, DType::f16>;
