@@ -77,19 +77,9 @@ __device__ float group_sum(float v) {
 }
 
 template <int kLanes>
-__device__ float group_max(float v) {
+__device__ uint32_t group_max_bits(uint32_t v) {
 #pragma unroll
-  for (int m = kLanes / 2; m >= 1; m /= 2) v = fmaxf(v, __shfl_xor_sync(kWarp, v, m));
-  return v;
-}
-
-template <int kLanes>
-__device__ bool group_all(bool v) {
-#pragma unroll
-  for (int m = kLanes / 2; m >= 1; m /= 2) {
-    const int other = __shfl_xor_sync(kWarp, static_cast<int>(v), m);  // every lane must shuffle
-    v = v && other != 0;
-  }
+  for (int m = kLanes / 2; m >= 1; m /= 2) v = max(v, __shfl_xor_sync(kWarp, v, m));
   return v;
 }
 
@@ -117,13 +107,15 @@ __device__ void group_fwht(float (&v)[kPerLane], int g) {
       }
     }
   }
+  // Across lanes the lower partner needs a + b and the upper one a - b = other - own: both are
+  // fma(own, +-1, other), exact product and one rounding, so one instruction per element.
 #pragma unroll
   for (int m = 1; m < kLanes; m *= 2) {
-    const bool upper = (g & m) != 0;
+    const float own_sign = (g & m) != 0 ? -1.0f : 1.0f;
 #pragma unroll
     for (int i = 0; i < kPerLane; ++i) {
       const float other = __shfl_xor_sync(kWarp, v[i], m);
-      v[i] = upper ? add_rn(other, -v[i]) : add_rn(v[i], other);
+      v[i] = fma_rn(v[i], own_sign, other);
     }
   }
 }
@@ -232,14 +224,15 @@ struct EncodeParams {
 
 // Encodes this lane's 16 coordinates of one vector. Runs on every lane of the warp (the
 // shuffles need them all); `store` says whether this group's result is written.
+// Encodes this lane's 16 coordinates of one vector whose largest |x| is `max_abs` (finite).
+// Runs on every lane of the warp (the shuffles need them all); `store` says whether this
+// group's result is written.
 template <int kDim, int kBits>
-__device__ void encode_vector(const float (&x)[kPerLane], const BookTables& book, int g, bool store,
-                              uint8_t* row_payload, uint16_t* row_scale) {
+__device__ void encode_vector(const float (&x)[kPerLane], float max_abs, const BookTables& book,
+                              int g, bool store, uint8_t* row_payload, uint16_t* row_scale) {
   constexpr int kLanes = kDim / kPerLane;
-  float max_abs = 0.0f;
-#pragma unroll
-  for (int e = 0; e < kPerLane; ++e) max_abs = fmaxf(max_abs, fabsf(x[e]));
-  max_abs = group_max<kLanes>(max_abs);
+  constexpr int kPositive = (1 << (kBits - 1)) - 1;  // boundaries above 0 (the middle one is 0)
+  const float* positive = book.boundaries + kPositive + 1;
   const bool zero = max_abs == 0.0f;  // zero vector: codes 0, scale 0 (computed values unused)
   const int e2 = zero ? 0 : tq::exponent_of(max_abs);
   const uint32_t signs = tq::sign_bits16(g * kPerLane);
@@ -257,11 +250,17 @@ __device__ void encode_vector(const float (&x)[kPerLane], const BookTables& book
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) {
     const float u = mul_rn(z[e], to_unit);
-    int c = 0;  // count of boundaries strictly below u, by binary search
+    // The reference's "boundaries strictly below u", searched over the positive half only: by
+    // symmetry it is n + 1 + #{p < u} for u > 0 and n - #{p <= |u|} otherwise, and p <= a is
+    // p < next_up(a).
+    const bool positive_u = u > 0.0f;
+    const float a = positive_u ? u : __uint_as_float(__float_as_uint(-u) + 1u);
+    int below = 0;
 #pragma unroll
-    for (int step = 1 << (kBits - 1); step >= 1; step /= 2) {
-      if (book.boundaries[c + step - 1] < u) c += step;
+    for (int step = 1 << (kBits - 2); step >= 1; step /= 2) {
+      if (positive[below + step - 1] < a) below += step;
     }
+    const int c = positive_u ? kPositive + 1 + below : kPositive - below;
     codes[e] = zero ? 0 : c;
     chosen[e] = book.centroids[c];
   }
@@ -276,9 +275,11 @@ __device__ void encode_vector(const float (&x)[kPerLane], const BookTables& book
 }
 
 // One vector per group of lanes. `vec` indexes a padded space in which every warp's groups belong
-// to one tensor (K or V), so the bit-width switch below never splits a warp.
-template <int kDim, class TIn>
-__device__ void encode_one(const EncodeParams& p, const BookTables (&books)[2], uint32_t vec, int g) {
+// to one tensor (K or V), so the bit-width switch below never splits a warp. kBits is the bit
+// width when every tensor of the launch has the same one (one code path, a small kernel), or 0.
+template <int kDim, class TIn, int kBits>
+__device__ void encode_one(const EncodeParams& p, const BookTables (&books)[2], uint32_t vec,
+                           int g) {
   constexpr int kLanes = kDim / kPerLane;
   const uint32_t per_tensor = static_cast<uint32_t>(p.tokens) * p.kv_heads;
   const uint32_t padded = padded_count(per_tensor, kLanes);
@@ -290,7 +291,8 @@ __device__ void encode_one(const EncodeParams& p, const BookTables (&books)[2], 
   const int head = static_cast<int>(in_tensor - token * p.kv_heads);
 
   float x[kPerLane] = {};
-  if (ok) load16(static_cast<const TIn*>(t.x) + token * t.token_stride + head * kDim + g * kPerLane, x);
+  if (ok)
+    load16(static_cast<const TIn*>(t.x) + token * t.token_stride + head * kDim + g * kPerLane, x);
   int64_t slot = 0;
   if (ok) {
     const int64_t position = p.positions[token];
@@ -298,43 +300,67 @@ __device__ void encode_one(const EncodeParams& p, const BookTables (&books)[2], 
     const bool position_ok = position >= 0 && page_index < p.page_table_len;
     const int64_t page = position_ok ? p.page_table[page_index] : 0;
     if (!position_ok) {
-      if (g == 0) report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, token, position, 0);
+      if (g == 0)
+        report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, token,
+                            position, 0);
     } else if (page < 0 || page >= p.num_pages) {
-      if (g == 0) report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index, page, 0);
+      if (g == 0)
+        report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index,
+                            page, 0);
     }
     ok = position_ok && page >= 0 && page < p.num_pages;
     slot = (page * p.kv_heads + head) * (int64_t{1} << p.page_size_log2) +
            (position & ((int64_t{1} << p.page_size_log2) - 1));
   }
-  bool finite = true;
-  float bad = 0.0f;
+  // |x| as bits orders like |x|, and NaN/Inf sit above every finite value: one integer max
+  // gives both the largest magnitude and whether the vector is finite.
+  uint32_t max_bits = 0;
 #pragma unroll
-  for (int e = 0; e < kPerLane; ++e) {
-    if (!isfinite(x[e]) && finite) {
-      finite = false;
-      bad = x[e];
-    }
+  for (int e = 0; e < kPerLane; ++e) max_bits = max(max_bits, __float_as_uint(x[e]) & 0x7fffffffu);
+  if (max_bits >= 0x7f800000u && ok) {
+    float bad = 0.0f;
+#pragma unroll
+    for (int e = kPerLane - 1; e >= 0; --e) bad = isfinite(x[e]) ? bad : x[e];
+    report_device_error(p.flag, DeviceErrorCode::non_finite, t.site, in_tensor, 0, bad);
   }
-  if (!finite && ok) report_device_error(p.flag, DeviceErrorCode::non_finite, t.site, in_tensor, 0, bad);
-  if (!group_all<kLanes>(finite)) {
+  max_bits = group_max_bits<kLanes>(max_bits);
+  float max_abs = __uint_as_float(max_bits);
+  if (max_bits >= 0x7f800000u) {
 #pragma unroll
     for (int e = 0; e < kPerLane; ++e) x[e] = 0.0f;  // stored as the zero vector
+    max_abs = 0.0f;
   }
   uint8_t* row_payload = t.payload + slot * (int64_t{kDim} * t.bits / 8);
   uint16_t* row_scale = t.scales + slot;
-  switch (t.bits) {
-    case 2: encode_vector<kDim, 2>(x, books[k], g, ok, row_payload, row_scale); break;
-    case 3: encode_vector<kDim, 3>(x, books[k], g, ok, row_payload, row_scale); break;
-    case 4: encode_vector<kDim, 4>(x, books[k], g, ok, row_payload, row_scale); break;
-    case 5: encode_vector<kDim, 5>(x, books[k], g, ok, row_payload, row_scale); break;
-    case 6: encode_vector<kDim, 6>(x, books[k], g, ok, row_payload, row_scale); break;
-    default: encode_vector<kDim, 8>(x, books[k], g, ok, row_payload, row_scale); break;
+  if constexpr (kBits != 0) {
+    encode_vector<kDim, kBits>(x, max_abs, books[k], g, ok, row_payload, row_scale);
+  } else {
+    switch (t.bits) {
+      case 2:
+        encode_vector<kDim, 2>(x, max_abs, books[k], g, ok, row_payload, row_scale);
+        break;
+      case 3:
+        encode_vector<kDim, 3>(x, max_abs, books[k], g, ok, row_payload, row_scale);
+        break;
+      case 4:
+        encode_vector<kDim, 4>(x, max_abs, books[k], g, ok, row_payload, row_scale);
+        break;
+      case 5:
+        encode_vector<kDim, 5>(x, max_abs, books[k], g, ok, row_payload, row_scale);
+        break;
+      case 6:
+        encode_vector<kDim, 6>(x, max_abs, books[k], g, ok, row_payload, row_scale);
+        break;
+      default:
+        encode_vector<kDim, 8>(x, max_abs, books[k], g, ok, row_payload, row_scale);
+        break;
+    }
   }
 }
 
 // A grid sized to the machine, each group of lanes walking vectors with a grid stride: the
 // codebook tables are built once per block, not once per handful of vectors.
-template <int kDim, class TIn>
+template <int kDim, class TIn, int kBits>
 __global__ void __launch_bounds__(kThreads) tq_encode_kernel(const EncodeParams p) {
   constexpr int kLanes = kDim / kPerLane;
   constexpr uint32_t kVectorsPerBlock = kThreads / kLanes;
@@ -347,7 +373,7 @@ __global__ void __launch_bounds__(kThreads) tq_encode_kernel(const EncodeParams 
   // The loop bound is the same for every lane of a warp (`total` is a whole number of warps).
   for (uint32_t vec = blockIdx.x * kVectorsPerBlock + threadIdx.x / kLanes; vec < total;
        vec += gridDim.x * kVectorsPerBlock) {
-    encode_one<kDim, TIn>(p, books, vec, g);
+    encode_one<kDim, TIn, kBits>(p, books, vec, g);
   }
 }
 
@@ -395,7 +421,7 @@ __device__ void dequantize_vector(const DequantParams& p, const float* centroids
   if (store) store16(out, v);
 }
 
-template <int kDim, class TOut>
+template <int kDim, class TOut, int kBits>
 __global__ void __launch_bounds__(kThreads) tq_dequantize_kernel(const DequantParams p) {
   constexpr int kLanes = kDim / kPerLane;
   constexpr int kVectorsPerBlock = kThreads / kLanes;
@@ -419,19 +445,13 @@ __global__ void __launch_bounds__(kThreads) tq_dequantize_kernel(const DequantPa
     const int64_t page = active ? p.page_table[page_index] : 0;
     const bool valid = active && page >= 0 && page < p.num_pages;
     if (active && !valid && g == 0) {
-      report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index, page, 0);
+      report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index,
+                          page, 0);
     }
     const int64_t slot = (page * p.kv_heads + head) * (int64_t{1} << p.page_size_log2) +
                          (position & ((int64_t{1} << p.page_size_log2) - 1));
     TOut* out = static_cast<TOut*>(p.out) + static_cast<int64_t>(vec) * kDim + g * kPerLane;
-    switch (p.bits) {
-      case 2: dequantize_vector<kDim, 2>(p, centroids, slot, valid, active, g, out); break;
-      case 3: dequantize_vector<kDim, 3>(p, centroids, slot, valid, active, g, out); break;
-      case 4: dequantize_vector<kDim, 4>(p, centroids, slot, valid, active, g, out); break;
-      case 5: dequantize_vector<kDim, 5>(p, centroids, slot, valid, active, g, out); break;
-      case 6: dequantize_vector<kDim, 6>(p, centroids, slot, valid, active, g, out); break;
-      default: dequantize_vector<kDim, 8>(p, centroids, slot, valid, active, g, out); break;
-    }
+    dequantize_vector<kDim, kBits>(p, centroids, slot, valid, active, g, out);
   }
 }
 
@@ -519,12 +539,20 @@ void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions
   const int64_t vectors = p.tokens * p.kv_heads * job_count;
   if (vectors == 0) return;
   require_32bit_count(vectors, "tq_encode");
+  const bool one_width = job_count == 1 || jobs[0].cache->bits == jobs[1].cache->bits;
   dispatch_int<TqDims>("tq_encode", "head_dim", first.dim, [&](auto dim) {
     dispatch_dtype<TqInputs>("tq_encode", jobs[0].x->dtype(), [&](auto tag) {
       using T = device_type_t<decltype(tag)::value>;
-      tq_encode_kernel<decltype(dim)::value, T>
-          <<<persistent_blocks(vectors, dim, stream.device()), kThreads, 0,
-             static_cast<cudaStream_t>(stream.native_handle())>>>(p);
+      constexpr int kDim = decltype(dim)::value;
+      const unsigned blocks = persistent_blocks(vectors, kDim, stream.device());
+      auto cuda_stream = static_cast<cudaStream_t>(stream.native_handle());
+      if (one_width) {
+        dispatch_int<IntList<2, 3, 4, 5, 6, 8>>("tq_encode", "bits", first.bits, [&](auto bits) {
+          tq_encode_kernel<kDim, T, decltype(bits)::value><<<blocks, kThreads, 0, cuda_stream>>>(p);
+        });
+      } else {
+        tq_encode_kernel<kDim, T, 0><<<blocks, kThreads, 0, cuda_stream>>>(p);
+      }
       MLXN_CUDA_CHECK_LAUNCH();
     });
   });
@@ -552,11 +580,13 @@ void tq_dequantize(const TqCache& cache, const Buffer& page_table, int64_t start
   using Outputs = DTypeList<DType::f32, DType::bf16>;
   dispatch_int<TqDims>("tq_dequantize", "head_dim", cache.dim, [&](auto dim) {
     dispatch_dtype<Outputs>("tq_dequantize", out.dtype(), [&](auto tag) {
-      using T = device_type_t<decltype(tag)::value>;
-      tq_dequantize_kernel<decltype(dim)::value, T>
-          <<<persistent_blocks(vectors, dim, stream.device()), kThreads, 0,
-             static_cast<cudaStream_t>(stream.native_handle())>>>(p);
-      MLXN_CUDA_CHECK_LAUNCH();
+      dispatch_int<IntList<2, 3, 4, 5, 6, 8>>("tq_dequantize", "bits", cache.bits, [&](auto bits) {
+        using T = device_type_t<decltype(tag)::value>;
+        tq_dequantize_kernel<decltype(dim)::value, T, decltype(bits)::value>
+            <<<persistent_blocks(vectors, dim, stream.device()), kThreads, 0,
+               static_cast<cudaStream_t>(stream.native_handle())>>>(p);
+        MLXN_CUDA_CHECK_LAUNCH();
+      });
     });
   });
 }
