@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <functional>
 #include <numeric>
 #include <random>
 
@@ -79,15 +78,6 @@ std::vector<float> adversarial_inputs(int64_t tokens, int heads, int dim, int bi
   return x;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 }  // namespace
 
 TEST(GpuTurboQuant, EncodeAndDequantizeMatchTheReferenceExactly) {
@@ -123,8 +113,8 @@ TEST(GpuTurboQuant, EncodeAndDequantizeMatchTheReferenceExactly) {
         tq_encode_kv(kg, vg, p.i32(pos, p.gpu), p.i32(pages, p.gpu), gk, gv, p.gpu);
         // f16 turns the huge vectors into Inf: both backends must report it (the first report
         // may name a different vector; the stored zeros are compared below).
-        ASSERT_EQ(error_of([&] { p.cpu.synchronize(); }).empty(),
-                  error_of([&] { p.gpu.synchronize(); }).empty());
+        ASSERT_EQ(test::error_of([&] { p.cpu.synchronize(); }) == "no error",
+                  test::error_of([&] { p.gpu.synchronize(); }) == "no error");
         const std::string what = "D=" + std::to_string(dim) + " K tq" + std::to_string(kbits) +
                                  " V tq" + std::to_string(vbits) + " " +
                                  std::string(dtype_name(dtype));

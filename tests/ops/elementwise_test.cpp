@@ -4,6 +4,8 @@
 #include "support/support.h"
 
 using namespace mlxn;
+using mlxn::test::error_of;
+using mlxn::test::throws_error;
 
 namespace {
 
@@ -13,16 +15,6 @@ const Stream& cpu() {
 }
 
 const DType kComputeTypes[] = {DType::f32, DType::f16, DType::bf16};
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
 
 }  // namespace
 

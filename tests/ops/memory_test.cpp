@@ -7,6 +7,8 @@
 #include "support/support.h"
 
 using namespace mlxn;
+using mlxn::test::error_of;
+using mlxn::test::throws_error;
 
 namespace {
 
@@ -16,16 +18,6 @@ const Stream& cpu() {
 }
 
 const DType kFloatTypes[] = {DType::f32, DType::f16, DType::bf16, DType::f8e4m3, DType::f8e5m2};
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
 
 }  // namespace
 

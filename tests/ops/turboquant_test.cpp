@@ -11,6 +11,8 @@
 #include "turboquant/reference.h"
 
 using namespace mlxn;
+using mlxn::test::error_of;
+using mlxn::test::throws_error;
 
 namespace {
 
@@ -28,16 +30,6 @@ std::vector<float> gaussian(int64_t n, uint64_t seed) {
   std::vector<float> v(static_cast<size_t>(n));
   for (float& x : v) x = d(rng);
   return v;
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 // Sylvester Hadamard entry H[i][j] = (-1)^popcount(i & j).

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "mlxn/mlxn.h"
@@ -51,5 +53,42 @@ Tolerance tolerance_for(DType out, int64_t reduction_length = 1);
 // Same bits everywhere; NaN matches any NaN (payloads are not part of the contract).
 ::testing::AssertionResult same_bits(const Buffer& actual, const Buffer& expected,
                                      const Stream& actual_stream, const Stream& expected_stream);
+
+// The message of the mlxn::Error that fn() throws, or "no error".
+template <class Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+// Succeeds when fn throws mlxn::Error whose message starts with `prefix` and contains every one
+// of `parts`.
+template <class Fn>
+::testing::AssertionResult throws_error(Fn&& fn, std::string_view prefix,
+                                        std::initializer_list<std::string_view> parts = {}) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    if (!message.starts_with(prefix)) {
+      return ::testing::AssertionFailure()
+             << "message \"" << message << "\" does not start with \"" << prefix << "\"";
+    }
+    for (std::string_view part : parts) {
+      if (message.find(part) == std::string::npos) {
+        return ::testing::AssertionFailure()
+               << "message \"" << message << "\" does not contain \"" << part << "\"";
+      }
+    }
+    return ::testing::AssertionSuccess();
+  } catch (const std::exception& e) {
+    return ::testing::AssertionFailure() << "threw a non-mlxn exception: " << e.what();
+  }
+  return ::testing::AssertionFailure() << "did not throw";
+}
 
 }  // namespace mlxn::test

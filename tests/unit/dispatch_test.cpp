@@ -11,36 +11,13 @@
 #include "mlxn/core/dispatch.h"
 #include "mlxn/core/dtype.h"
 #include "mlxn/core/error.h"
+#include "support/support.h"
 
 using namespace mlxn;
+using mlxn::test::error_of;
+using mlxn::test::throws_error;
 
 namespace {
-
-// Succeeds when fn throws mlxn::Error whose message starts with `prefix` and contains every one
-// of `parts`.
-template <class Fn>
-::testing::AssertionResult throws_error(Fn&& fn, std::string_view prefix,
-                                        std::initializer_list<std::string_view> parts = {}) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    if (!message.starts_with(prefix)) {
-      return ::testing::AssertionFailure()
-             << "message \"" << message << "\" does not start with \"" << prefix << "\"";
-    }
-    for (std::string_view part : parts) {
-      if (message.find(part) == std::string::npos) {
-        return ::testing::AssertionFailure()
-               << "message \"" << message << "\" does not contain \"" << part << "\"";
-      }
-    }
-    return ::testing::AssertionSuccess();
-  } catch (const std::exception& e) {
-    return ::testing::AssertionFailure() << "threw a non-mlxn exception: " << e.what();
-  }
-  return ::testing::AssertionFailure() << "did not throw";
-}
 
 // Every dtype of the table, independently of the library's lists.
 std::vector<DType> every_dtype() {

@@ -7,20 +7,10 @@
 #include "support/support.h"
 
 using namespace mlxn;
+using mlxn::test::error_of;
+using mlxn::test::throws_error;
 
-namespace {
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
-
-}  // namespace
+namespace {}  // namespace
 
 TEST(Pool, SizeClassesCoverTheRequestWithBoundedWaste) {
   for (int64_t bytes :

@@ -30,7 +30,8 @@ TEST(TqCli, EncodeWritesPayloadThenScalesAndDecodeInverts) {
   std::normal_distribution<float> normal;
   std::vector<float> x(n * dim);
   for (float& v : x) v = normal(rng);
-  const std::string in = temp_path("tq_in.f32"), packed = temp_path("tq.bin"), out = temp_path("tq_out.f32");
+  const std::string in = temp_path("tq_in.f32"), packed = temp_path("tq.bin"),
+                    out = temp_path("tq_out.f32");
   std::ofstream(in, std::ios::binary).write(reinterpret_cast<const char*>(x.data()), x.size() * 4);
   ASSERT_EQ(mlxn::cli::run_tq_encode(bits, dim, in, packed), 0);
   const std::vector<char> file = slurp(packed);
@@ -52,7 +53,8 @@ TEST(TqCli, EncodeWritesPayloadThenScalesAndDecodeInverts) {
   for (int i = 0; i < n; ++i) {
     uint16_t scale;
     std::memcpy(&scale, file.data() + n * row + 2 * i, 2);
-    mlxn::tq::reference::decode_original(reinterpret_cast<const uint8_t*>(file.data()) + i * row, scale, dim, bits, expect.data());
+    mlxn::tq::reference::decode_original(reinterpret_cast<const uint8_t*>(file.data()) + i * row,
+                                         scale, dim, bits, expect.data());
     EXPECT_EQ(std::memcmp(decoded.data() + i * dim * 4, expect.data(), dim * 4), 0) << i;
   }
 }
@@ -62,6 +64,7 @@ TEST(TqCli, MalformedFilesAreErrors) {
   std::ofstream(odd, std::ios::binary).write("abcdefg", 7);
   EXPECT_THROW(mlxn::cli::run_tq_encode(4, 64, odd, temp_path("x")), mlxn::Error);
   EXPECT_THROW(mlxn::cli::run_tq_decode(4, 64, odd, temp_path("x"), false), mlxn::Error);
-  EXPECT_THROW(mlxn::cli::run_tq_encode(4, 64, temp_path("does_not_exist"), temp_path("x")), mlxn::Error);
+  EXPECT_THROW(mlxn::cli::run_tq_encode(4, 64, temp_path("does_not_exist"), temp_path("x")),
+               mlxn::Error);
   EXPECT_THROW(mlxn::cli::run_tq_encode(7, 64, odd, temp_path("x")), mlxn::Error);
 }
