@@ -113,8 +113,10 @@ TEST(GpuTurboQuant, EncodeAndDequantizeMatchTheReferenceExactly) {
         tq_encode_kv(kg, vg, p.i32(pos, p.gpu), p.i32(pages, p.gpu), gk, gv, p.gpu);
         // f16 turns the huge vectors into Inf: both backends must report it (the first report
         // may name a different vector; the stored zeros are compared below).
-        ASSERT_EQ(test::error_of([&] { p.cpu.synchronize(); }) == "no error",
-                  test::error_of([&] { p.gpu.synchronize(); }) == "no error");
+        const std::string cpu_error = test::error_of([&] { p.cpu.synchronize(); });
+        const std::string gpu_error = test::error_of([&] { p.gpu.synchronize(); });
+        ASSERT_EQ(cpu_error == "no error", gpu_error == "no error")
+            << cpu_error << " | " << gpu_error;
         const std::string what = "D=" + std::to_string(dim) + " K tq" + std::to_string(kbits) +
                                  " V tq" + std::to_string(vbits) + " " +
                                  std::string(dtype_name(dtype));
