@@ -9,10 +9,7 @@ using namespace mlxn::bench;
 
 int main() {
   try {
-    if (cuda_device_count() == 0) {
-      std::fprintf(stderr, "no CUDA device: %s\n", cuda_unavailable_reason().c_str());
-      return 1;
-    }
+    if (!have_gpu()) return 1;
     Stream s(Device::cuda(0));
     Stream cpu(Device::cpu());
     for (int64_t elements : {int64_t{4096}, int64_t{1} << 20}) {

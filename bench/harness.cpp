@@ -6,6 +6,12 @@
 
 namespace mlxn::bench {
 
+bool have_gpu() {
+  if (cuda_device_count() > 0) return true;
+  std::fprintf(stderr, "no CUDA device: %s\n", cuda_unavailable_reason().c_str());
+  return false;
+}
+
 Timing time_device(const Stream& stream, const std::function<void(int)>& run, int warmup,
                    int runs) {
   for (int i = 0; i < warmup; ++i) run(i);

@@ -12,6 +12,9 @@
 
 namespace mlxn::bench {
 
+// True when a CUDA device is usable; otherwise prints why to stderr (benches then exit 1).
+bool have_gpu();
+
 struct Timing {
   double median_us = 0;
   double min_us = 0;

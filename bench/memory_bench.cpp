@@ -9,10 +9,7 @@ using namespace mlxn::bench;
 
 int main() {
   try {
-    if (cuda_device_count() == 0) {
-      std::fprintf(stderr, "no CUDA device: %s\n", cuda_unavailable_reason().c_str());
-      return 1;
-    }
+    if (!have_gpu()) return 1;
     const Device gpu = Device::cuda(0);
     Stream s(gpu);
     Stream cpu(Device::cpu());

@@ -28,10 +28,7 @@ double cache_bytes(int64_t vectors, int dim, int bits) {
 
 int main() {
   try {
-    if (cuda_device_count() == 0) {
-      std::fprintf(stderr, "no CUDA device: %s\n", cuda_unavailable_reason().c_str());
-      return 1;
-    }
+    if (!have_gpu()) return 1;
     Stream s(Device::cuda(0));
     Stream cpu(Device::cpu());
     const double copy_gbps = measure_copy_gbps(s);

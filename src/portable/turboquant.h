@@ -30,7 +30,8 @@ MLXN_HD bool sign_is_negative(int j) {
 // Sign bits of coordinates [first, first + 16) (first a multiple of 16), bit e for first + e:
 // one sign word per GPU lane instead of one per coordinate.
 MLXN_HD uint32_t sign_bits16(int first) {
-  return static_cast<uint32_t>(sign_word(static_cast<uint64_t>(first) >> 6) >> (first & 63)) & 0xffffu;
+  return static_cast<uint32_t>(sign_word(static_cast<uint64_t>(first) >> 6) >> (first & 63)) &
+         0xffffu;
 }
 
 // floor(log2(a)) for finite a > 0, subnormals included.

@@ -15,17 +15,6 @@ const DType kFloatTypes[] = {DType::f32, DType::f16, DType::bf16, DType::f8e4m3,
 const DType kComputeTypes[] = {DType::f32, DType::f16, DType::bf16};
 const int64_t kSizes[] = {1, 31, 33, 1000, 4097, (1 << 20) + 3};
 
-struct Pair {
-  Stream cpu{Device::cpu()};
-  Stream gpu{Device::cuda(0)};
-  // The same bytes on both devices.
-  Buffer to_gpu(const Buffer& host) const {
-    Buffer b = Buffer::empty(host.shape(), host.dtype(), gpu);
-    copy(host, b, gpu);
-    return b;
-  }
-};
-
 // The views every op is checked on: {name, view of a [rows, cols] buffer}.
 std::vector<std::pair<std::string, Buffer>> layouts(const Buffer& base) {
   const int64_t n = base.numel();
@@ -40,7 +29,7 @@ std::vector<std::pair<std::string, Buffer>> layouts(const Buffer& base) {
 
 TEST(GpuOps, FillMatchesCpuForEveryDtypeAndLayout) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   for (DType d : {DType::f32, DType::f16, DType::bf16, DType::f8e4m3, DType::f8e5m2, DType::i8,
                   DType::u8, DType::i32, DType::u32, DType::i64}) {
     for (int64_t n : kSizes) {
@@ -58,7 +47,7 @@ TEST(GpuOps, FillMatchesCpuForEveryDtypeAndLayout) {
 
 TEST(GpuOps, FillRandomIsBitIdenticalToCpu) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   for (DType d : kFloatTypes) {
     for (Distribution dist : {Distribution::normal, Distribution::uniform}) {
       for (int64_t n : kSizes) {
@@ -82,7 +71,7 @@ TEST(GpuOps, FillRandomIsBitIdenticalToCpu) {
 
 TEST(GpuOps, CastEveryPairEveryLayoutMatchesCpu) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   for (DType from : kFloatTypes) {
     for (int64_t n : {int64_t{31}, int64_t{4097}, int64_t{(1 << 20) + 3}}) {
       Buffer hs = Buffer::empty({n + 1}, from, p.cpu);
@@ -107,7 +96,7 @@ TEST(GpuOps, CastEveryPairEveryLayoutMatchesCpu) {
 
 TEST(GpuOps, TransposingCastAndCopyMatchCpu) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   // Odd extents around the 32-wide tile, a non-contiguous row pitch on the output, and a
   // sliced (offset) source.
   for (auto [rows, cols] : {std::pair<int64_t, int64_t>{31, 33}, {64, 96}, {1000, 37}, {3, 2049}}) {
@@ -136,7 +125,7 @@ TEST(GpuOps, TransposingCastAndCopyMatchCpu) {
 
 TEST(GpuOps, ConversionsAgreeWithTheHostOnEveryNarrowCodeAndRandomF32Bits) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   // Every 16-bit code widened to f32, and every 8-bit code likewise.
   for (DType d : {DType::f16, DType::bf16, DType::f8e4m3, DType::f8e5m2}) {
     const int codes = d == DType::f16 || d == DType::bf16 ? 65536 : 256;
@@ -175,7 +164,7 @@ TEST(GpuOps, ConversionsAgreeWithTheHostOnEveryNarrowCodeAndRandomF32Bits) {
 
 TEST(GpuOps, CopyStridedBroadcastAndAcrossDevices) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   for (int64_t rows : {1, 31, 33, 1000}) {
     Buffer hs = test::random_buffer({rows, 37}, DType::bf16, 3, p.cpu);
     Buffer gs = p.to_gpu(hs);
@@ -200,7 +189,7 @@ TEST(GpuOps, CopyStridedBroadcastAndAcrossDevices) {
 
 TEST(GpuOps, AddMulScaleMatchCpuForEveryLayout) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   for (DType d : kComputeTypes) {
     for (int64_t n : kSizes) {
       Buffer ha = test::random_buffer({n + 1}, d, 10, p.cpu);
@@ -232,7 +221,7 @@ TEST(GpuOps, AddMulScaleMatchCpuForEveryLayout) {
 
 TEST(GpuOps, BroadcastAddAndIndirectScale) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   Buffer hm = test::random_buffer({129, 65}, DType::bf16, 1, p.cpu);
   Buffer hr = test::random_buffer({65}, DType::bf16, 2, p.cpu);
   Buffer gm = p.to_gpu(hm), gr = p.to_gpu(hr);
@@ -251,7 +240,7 @@ TEST(GpuOps, BroadcastAddAndIndirectScale) {
 
 TEST(GpuOps, BuffersOnTheWrongDeviceAreRejected) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   Buffer h = Buffer::empty({4}, DType::f32, p.cpu);
   Buffer g = Buffer::empty({4}, DType::f32, p.gpu);
   EXPECT_THROW(add(h, g, g, p.gpu), Error);

@@ -17,20 +17,6 @@ namespace {
 const int kDims[] = {64, 128, 256, 512};
 const int kBits[] = {2, 3, 4, 5, 6, 8};
 
-struct Pair {
-  Stream cpu{Device::cpu()};
-  Stream gpu{Device::cuda(0)};
-  Buffer to_gpu(const Buffer& host) const {
-    Buffer b = Buffer::empty(host.shape(), host.dtype(), gpu);
-    copy(host, b, gpu);
-    return b;
-  }
-  Buffer i32(const std::vector<int32_t>& v, const Stream& s) const {
-    return Buffer::from_host(std::span<const int32_t>(v), {static_cast<int64_t>(v.size())},
-                             DType::i32, s);
-  }
-};
-
 // Inputs [tokens, heads, dim]: random normals with adversarial vectors mixed in.
 std::vector<float> adversarial_inputs(int64_t tokens, int heads, int dim, int bits, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -82,7 +68,7 @@ std::vector<float> adversarial_inputs(int64_t tokens, int heads, int dim, int bi
 
 TEST(GpuTurboQuant, EncodeAndDequantizeMatchTheReferenceExactly) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   const int heads = 3, page = 16;
   const int64_t tokens = 45;
   // Positions scattered over a permuted page table.
@@ -109,8 +95,10 @@ TEST(GpuTurboQuant, EncodeAndDequantizeMatchTheReferenceExactly) {
         TqCache hv = TqCache::allocate(4, heads, page, dim, vbits, p.cpu);
         TqCache gk = TqCache::allocate(4, heads, page, dim, kbits, p.gpu);
         TqCache gv = TqCache::allocate(4, heads, page, dim, vbits, p.gpu);
-        tq_encode_kv(kh, vh, p.i32(pos, p.cpu), p.i32(pages, p.cpu), hk, hv, p.cpu);
-        tq_encode_kv(kg, vg, p.i32(pos, p.gpu), p.i32(pages, p.gpu), gk, gv, p.gpu);
+        tq_encode_kv(kh, vh, test::CpuGpu::i32(pos, p.cpu), test::CpuGpu::i32(pages, p.cpu), hk, hv,
+                     p.cpu);
+        tq_encode_kv(kg, vg, test::CpuGpu::i32(pos, p.gpu), test::CpuGpu::i32(pages, p.gpu), gk, gv,
+                     p.gpu);
         // f16 turns the huge vectors into Inf: both backends must report it (the first report
         // may name a different vector; the stored zeros are compared below).
         const std::string cpu_error = test::error_of([&] { p.cpu.synchronize(); });
@@ -129,8 +117,8 @@ TEST(GpuTurboQuant, EncodeAndDequantizeMatchTheReferenceExactly) {
             Buffer ho = Buffer::empty({60, heads, dim}, out, p.cpu);
             Buffer go = Buffer::empty({60, heads, dim}, out, p.gpu);
             test::poison(go, p.gpu);
-            tq_dequantize(hk, p.i32(pages, p.cpu), 3, ho, domain, p.cpu);
-            tq_dequantize(gk, p.i32(pages, p.gpu), 3, go, domain, p.gpu);
+            tq_dequantize(hk, test::CpuGpu::i32(pages, p.cpu), 3, ho, domain, p.cpu);
+            tq_dequantize(gk, test::CpuGpu::i32(pages, p.gpu), 3, go, domain, p.gpu);
             ASSERT_TRUE(test::same_bits(go, ho, p.gpu, p.cpu)) << what << " dequantize";
           }
         }
@@ -141,12 +129,13 @@ TEST(GpuTurboQuant, EncodeAndDequantizeMatchTheReferenceExactly) {
 
 TEST(GpuTurboQuant, NonFiniteVectorsAreStoredAsZerosAndReported) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   TqCache c = TqCache::allocate(1, 2, 16, 128, 4, p.gpu);
   Buffer x = Buffer::empty({4, 2, 128}, DType::bf16, p.gpu);
   fill_random(x, {Distribution::normal, 3, 0, 1}, p.gpu);
   fill(x.select(0, 2).select(0, 1).slice(0, 77, 78), NAN, p.gpu);
-  tq_encode(x, p.i32({0, 1, 2, 3}, p.gpu), p.i32({0}, p.gpu), c, p.gpu, "layer 4 K");
+  tq_encode(x, test::CpuGpu::i32({0, 1, 2, 3}, p.gpu), test::CpuGpu::i32({0}, p.gpu), c, p.gpu,
+            "layer 4 K");
   try {
     p.gpu.synchronize();
     FAIL() << "the NaN was not reported";
@@ -162,11 +151,12 @@ TEST(GpuTurboQuant, NonFiniteVectorsAreStoredAsZerosAndReported) {
 
 TEST(GpuTurboQuant, OutOfRangePositionsWriteNothing) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   TqCache c = TqCache::allocate(2, 1, 16, 64, 4, p.gpu);
   Buffer x = Buffer::empty({3, 1, 64}, DType::f32, p.gpu);
   fill_random(x, {Distribution::normal, 4, 0, 1}, p.gpu);
-  tq_encode(x, p.i32({3, 32, -4}, p.gpu), p.i32({1, 0}, p.gpu), c, p.gpu, "layer 0");
+  tq_encode(x, test::CpuGpu::i32({3, 32, -4}, p.gpu), test::CpuGpu::i32({1, 0}, p.gpu), c, p.gpu,
+            "layer 0");
   EXPECT_THROW(p.gpu.synchronize(), Error);
   const auto scales = c.scales.to_host<uint16_t>(p.gpu);
   int written = 0;
@@ -174,16 +164,17 @@ TEST(GpuTurboQuant, OutOfRangePositionsWriteNothing) {
   EXPECT_EQ(written, 1);
   EXPECT_NE(scales[16 + 3], 0);
   // A page-table entry outside the cache is refused the same way.
-  tq_encode(x.slice(0, 0, 1), p.i32({3}, p.gpu), p.i32({9}, p.gpu), c, p.gpu, "layer 0");
+  tq_encode(x.slice(0, 0, 1), test::CpuGpu::i32({3}, p.gpu), test::CpuGpu::i32({9}, p.gpu), c,
+            p.gpu, "layer 0");
   EXPECT_THROW(p.gpu.synchronize(), Error);
   Buffer out = Buffer::empty({16, 1, 64}, DType::f32, p.gpu);
-  tq_dequantize(c, p.i32({9}, p.gpu), 0, out, TqDomain::rotated, p.gpu);
+  tq_dequantize(c, test::CpuGpu::i32({9}, p.gpu), 0, out, TqDomain::rotated, p.gpu);
   EXPECT_THROW(p.gpu.synchronize(), Error);
 }
 
 TEST(GpuTurboQuant, RotateMatchesTheReference) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   for (int dim : kDims) {
     for (DType in : {DType::f32, DType::bf16, DType::f16}) {
       for (DType out : {DType::f32, DType::bf16}) {
@@ -203,7 +194,7 @@ TEST(GpuTurboQuant, RotateMatchesTheReference) {
 
 TEST(GpuTurboQuant, PrefillSizedBatchMatchesTheReference) {
   MLXN_REQUIRE_CUDA();
-  Pair p;
+  const test::CpuGpu p;
   const int64_t tokens = 4096;
   const int heads = 8, dim = 128, page = 64;
   std::vector<int32_t> pos(static_cast<size_t>(tokens)), pages(static_cast<size_t>(tokens / page));
@@ -213,8 +204,8 @@ TEST(GpuTurboQuant, PrefillSizedBatchMatchesTheReference) {
   Buffer gx = p.to_gpu(hx);
   TqCache hc = TqCache::allocate(tokens / page, heads, page, dim, 3, p.cpu);
   TqCache gc = TqCache::allocate(tokens / page, heads, page, dim, 3, p.gpu);
-  tq_encode(hx, p.i32(pos, p.cpu), p.i32(pages, p.cpu), hc, p.cpu);
-  tq_encode(gx, p.i32(pos, p.gpu), p.i32(pages, p.gpu), gc, p.gpu);
+  tq_encode(hx, test::CpuGpu::i32(pos, p.cpu), test::CpuGpu::i32(pages, p.cpu), hc, p.cpu);
+  tq_encode(gx, test::CpuGpu::i32(pos, p.gpu), test::CpuGpu::i32(pages, p.gpu), gc, p.gpu);
   EXPECT_TRUE(test::same_bits(gc.payload, hc.payload, p.gpu, p.cpu));
   EXPECT_TRUE(test::same_bits(gc.scales, hc.scales, p.gpu, p.cpu));
 }

@@ -11,15 +11,11 @@
 #include "turboquant/reference.h"
 
 using namespace mlxn;
+using mlxn::test::cpu_stream;
 using mlxn::test::error_of;
 using mlxn::test::throws_error;
 
 namespace {
-
-const Stream& cpu() {
-  static const Stream s(Device::cpu());
-  return s;
-}
 
 const int kDims[] = {64, 128, 256, 512};
 const int kBits[] = {2, 3, 4, 5, 6, 8};
@@ -221,18 +217,19 @@ TEST(TqQuality, AttentionOutputErrorTracksTheValueError) {
 
 TEST(TqOps, EncodeWritesTheReferenceIntoPageSlots) {
   const int heads = 2, dim = 64, page = 16;
-  TqCache k = TqCache::allocate(4, heads, page, dim, 4, cpu());
-  TqCache v = TqCache::allocate(4, heads, page, dim, 3, cpu());
-  Buffer kx = test::random_buffer({3, heads, dim}, DType::bf16, 1, cpu());
-  Buffer vx = test::random_buffer({3, heads, dim}, DType::bf16, 2, cpu());
+  TqCache k = TqCache::allocate(4, heads, page, dim, 4, cpu_stream());
+  TqCache v = TqCache::allocate(4, heads, page, dim, 3, cpu_stream());
+  Buffer kx = test::random_buffer({3, heads, dim}, DType::bf16, 1, cpu_stream());
+  Buffer vx = test::random_buffer({3, heads, dim}, DType::bf16, 2, cpu_stream());
   const std::vector<int32_t> pos = {0, 17, 40}, pages = {2, 0, 3};
-  Buffer positions = Buffer::from_host(std::span<const int32_t>(pos), {3}, DType::i32, cpu());
-  Buffer table = Buffer::from_host(std::span<const int32_t>(pages), {3}, DType::i32, cpu());
-  tq_encode_kv(kx, vx, positions, table, k, v, cpu(), "layer 0");
-  cpu().synchronize();
-  const auto kv = test::to_f64(kx, cpu());
-  const auto payload = k.payload.to_host<uint8_t>(cpu());
-  const auto scales = k.scales.to_host<uint16_t>(cpu());
+  Buffer positions =
+      Buffer::from_host(std::span<const int32_t>(pos), {3}, DType::i32, cpu_stream());
+  Buffer table = Buffer::from_host(std::span<const int32_t>(pages), {3}, DType::i32, cpu_stream());
+  tq_encode_kv(kx, vx, positions, table, k, v, cpu_stream(), "layer 0");
+  cpu_stream().synchronize();
+  const auto kv = test::to_f64(kx, cpu_stream());
+  const auto payload = k.payload.to_host<uint8_t>(cpu_stream());
+  const auto scales = k.scales.to_host<uint16_t>(cpu_stream());
   for (int t = 0; t < 3; ++t) {
     const int64_t p = pos[t], pg = pages[p / page];
     for (int h = 0; h < heads; ++h) {
@@ -249,10 +246,10 @@ TEST(TqOps, EncodeWritesTheReferenceIntoPageSlots) {
   // Untouched slots stay zero.
   EXPECT_EQ(scales[(1 * heads + 0) * page + 0], 0);
   // Dequantize the sequence's first 41 positions and compare with the reference decode.
-  Buffer out = Buffer::empty({41, heads, dim}, DType::f32, cpu());
-  test::poison(out, cpu());
-  tq_dequantize(k, table, 0, out, TqDomain::original, cpu());
-  const auto o = test::to_f64(out, cpu());
+  Buffer out = Buffer::empty({41, heads, dim}, DType::f32, cpu_stream());
+  test::poison(out, cpu_stream());
+  tq_dequantize(k, table, 0, out, TqDomain::original, cpu_stream());
+  const auto o = test::to_f64(out, cpu_stream());
   for (int t = 0; t < 3; ++t) {
     for (int h = 0; h < heads; ++h) {
       const int64_t p = pos[t], slot = (pages[p / page] * heads + h) * page + p % page;
@@ -266,64 +263,73 @@ TEST(TqOps, EncodeWritesTheReferenceIntoPageSlots) {
 
 TEST(TqOps, BadPositionsAndNonFiniteInputAreReportedNotWritten) {
   const int heads = 1, dim = 64, page = 16;
-  TqCache c = TqCache::allocate(2, heads, page, dim, 4, cpu());
-  Buffer x = test::random_buffer({3, heads, dim}, DType::f32, 3, cpu());
+  TqCache c = TqCache::allocate(2, heads, page, dim, 4, cpu_stream());
+  Buffer x = test::random_buffer({3, heads, dim}, DType::f32, 3, cpu_stream());
   const std::vector<int32_t> pos = {5, 40, -1}, pages = {1, 0};
-  Buffer positions = Buffer::from_host(std::span<const int32_t>(pos), {3}, DType::i32, cpu());
-  Buffer table = Buffer::from_host(std::span<const int32_t>(pages), {2}, DType::i32, cpu());
-  tq_encode(x, positions, table, c, cpu(), "layer 9 K");
-  const std::string m = error_of([&] { cpu().synchronize(); });
+  Buffer positions =
+      Buffer::from_host(std::span<const int32_t>(pos), {3}, DType::i32, cpu_stream());
+  Buffer table = Buffer::from_host(std::span<const int32_t>(pages), {2}, DType::i32, cpu_stream());
+  tq_encode(x, positions, table, c, cpu_stream(), "layer 9 K");
+  const std::string m = error_of([&] { cpu_stream().synchronize(); });
   EXPECT_EQ(m,
             "[tq_encode] index 40 out of range at position 1 of positions/page_table of layer 9 K "
             "on cpu (2 reports, first shown)");
-  EXPECT_NE(c.scales.to_host<uint16_t>(cpu())[(1 * heads) * page + 5], 0);  // the good token landed
-  fill(x.slice(0, 0, 1).slice(2, 7, 8), NAN, cpu());
+  EXPECT_NE(c.scales.to_host<uint16_t>(cpu_stream())[(1 * heads) * page + 5],
+            0);  // the good token landed
+  fill(x.slice(0, 0, 1).slice(2, 7, 8), NAN, cpu_stream());
   const std::vector<int32_t> good = {5, 6, 7};
-  Buffer good_positions = Buffer::from_host(std::span<const int32_t>(good), {3}, DType::i32, cpu());
-  tq_encode(x, good_positions, table, c, cpu(), "layer 9 K");
-  EXPECT_EQ(error_of([&] { cpu().synchronize(); }),
+  Buffer good_positions =
+      Buffer::from_host(std::span<const int32_t>(good), {3}, DType::i32, cpu_stream());
+  tq_encode(x, good_positions, table, c, cpu_stream(), "layer 9 K");
+  EXPECT_EQ(error_of([&] { cpu_stream().synchronize(); }),
             "[tq_encode] non-finite value nan at index 0 of layer 9 K on cpu");
-  EXPECT_EQ(c.scales.to_host<uint16_t>(cpu())[page + 5], 0);  // stored as zeros
+  EXPECT_EQ(c.scales.to_host<uint16_t>(cpu_stream())[page + 5], 0);  // stored as zeros
 }
 
 TEST(TqOps, ShapeDtypeAndRangeErrors) {
-  TqCache c = TqCache::allocate(2, 2, 16, 128, 4, cpu());
-  Buffer x = Buffer::empty({3, 2, 128}, DType::bf16, cpu());
-  Buffer pos = Buffer::empty({3}, DType::i32, cpu());
-  Buffer table = Buffer::empty({2}, DType::i32, cpu());
-  EXPECT_EQ(error_of([&] { TqCache::allocate(2, 2, 24, 128, 4, cpu()); }),
+  TqCache c = TqCache::allocate(2, 2, 16, 128, 4, cpu_stream());
+  Buffer x = Buffer::empty({3, 2, 128}, DType::bf16, cpu_stream());
+  Buffer pos = Buffer::empty({3}, DType::i32, cpu_stream());
+  Buffer table = Buffer::empty({2}, DType::i32, cpu_stream());
+  EXPECT_EQ(error_of([&] { TqCache::allocate(2, 2, 24, 128, 4, cpu_stream()); }),
             "[tq_cache] page_size 24 must be a power of two >= 16");
-  EXPECT_EQ(error_of([&] { TqCache::allocate(2, 2, 16, 96, 4, cpu()); }),
+  EXPECT_EQ(error_of([&] { TqCache::allocate(2, 2, 16, 96, 4, cpu_stream()); }),
             "[tq_cache] TurboQuant head_dim 96 unsupported (supported: 64, 128, 256, 512)");
   EXPECT_EQ(error_of([&] {
-              tq_encode(Buffer::empty({3, 2, 64}, DType::bf16, cpu()), pos, table, c, cpu());
+              tq_encode(Buffer::empty({3, 2, 64}, DType::bf16, cpu_stream()), pos, table, c,
+                        cpu_stream());
             }),
             "[tq_encode] input must be [tokens, 2, 128] for this cache, got bf16[3,2,64] on cpu");
-  EXPECT_EQ(error_of([&] { tq_encode(x, Buffer::empty({2}, DType::i32, cpu()), table, c, cpu()); }),
+  EXPECT_EQ(error_of([&] {
+              tq_encode(x, Buffer::empty({2}, DType::i32, cpu_stream()), table, c, cpu_stream());
+            }),
             "[tq_encode] 3 tokens but 2 positions");
-  EXPECT_THROW(tq_encode(Buffer::empty({3, 2, 128}, DType::i32, cpu()), pos, table, c, cpu()),
+  EXPECT_THROW(
+      tq_encode(Buffer::empty({3, 2, 128}, DType::i32, cpu_stream()), pos, table, c, cpu_stream()),
+      Error);
+  EXPECT_THROW(tq_encode(x, Buffer::empty({3}, DType::i64, cpu_stream()), table, c, cpu_stream()),
                Error);
-  EXPECT_THROW(tq_encode(x, Buffer::empty({3}, DType::i64, cpu()), table, c, cpu()), Error);
-  Buffer wide = Buffer::empty({3, 2, 256}, DType::bf16, cpu());
-  EXPECT_THROW(tq_encode(wide.slice(2, 0, 128), pos, table, c, cpu()),
+  Buffer wide = Buffer::empty({3, 2, 256}, DType::bf16, cpu_stream());
+  EXPECT_THROW(tq_encode(wide.slice(2, 0, 128), pos, table, c, cpu_stream()),
                Error);  // rows not contiguous
-  Buffer out = Buffer::empty({33, 2, 128}, DType::f32, cpu());
-  EXPECT_EQ(error_of([&] { tq_dequantize(c, table, 0, out, TqDomain::rotated, cpu()); }),
+  Buffer out = Buffer::empty({33, 2, 128}, DType::f32, cpu_stream());
+  EXPECT_EQ(error_of([&] { tq_dequantize(c, table, 0, out, TqDomain::rotated, cpu_stream()); }),
             "[tq_dequantize] positions [0, 33) outside the sequence's 32 slots (2 pages of 16)");
-  EXPECT_THROW(tq_dequantize(c, table, -1, out.slice(0, 0, 2), TqDomain::rotated, cpu()), Error);
-  EXPECT_THROW(tq_rotate(Buffer::empty({4, 96}, DType::f32, cpu()),
-                         Buffer::empty({4, 96}, DType::f32, cpu()), false, cpu()),
+  EXPECT_THROW(tq_dequantize(c, table, -1, out.slice(0, 0, 2), TqDomain::rotated, cpu_stream()),
+               Error);
+  EXPECT_THROW(tq_rotate(Buffer::empty({4, 96}, DType::f32, cpu_stream()),
+                         Buffer::empty({4, 96}, DType::f32, cpu_stream()), false, cpu_stream()),
                Error);
 }
 
 TEST(TqOps, RotateOpMatchesTheReferenceAndInverts) {
-  Buffer q = test::random_buffer({5, 3, 256}, DType::bf16, 4, cpu());
-  Buffer r = Buffer::empty({5, 3, 256}, DType::f32, cpu());
-  Buffer back = Buffer::empty({5, 3, 256}, DType::f32, cpu());
-  tq_rotate(q, r, false, cpu());
-  tq_rotate(r, back, true, cpu());
-  const auto qv = test::to_f64(q, cpu()), rv = test::to_f64(r, cpu()),
-             bv = test::to_f64(back, cpu());
+  Buffer q = test::random_buffer({5, 3, 256}, DType::bf16, 4, cpu_stream());
+  Buffer r = Buffer::empty({5, 3, 256}, DType::f32, cpu_stream());
+  Buffer back = Buffer::empty({5, 3, 256}, DType::f32, cpu_stream());
+  tq_rotate(q, r, false, cpu_stream());
+  tq_rotate(r, back, true, cpu_stream());
+  const auto qv = test::to_f64(q, cpu_stream()), rv = test::to_f64(r, cpu_stream()),
+             bv = test::to_f64(back, cpu_stream());
   std::vector<float> x(256), y(256);
   for (int j = 0; j < 256; ++j) x[j] = static_cast<float>(qv[256 + j]);  // vector 1
   tq::reference::rotate(x.data(), y.data(), 256);

@@ -96,6 +96,22 @@ double smallest_normal(DType d) {
 
 }  // namespace
 
+const Stream& cpu_stream() {
+  static const Stream s(Device::cpu());
+  return s;
+}
+
+Buffer CpuGpu::to_gpu(const Buffer& host) const {
+  Buffer b = Buffer::empty(host.shape(), host.dtype(), gpu);
+  copy(host, b, gpu);
+  return b;
+}
+
+Buffer CpuGpu::i32(const std::vector<int32_t>& values, const Stream& stream) {
+  return Buffer::from_host(std::span<const int32_t>(values), {static_cast<int64_t>(values.size())},
+                           DType::i32, stream);
+}
+
 Buffer random_buffer(const Shape& shape, DType dtype, uint64_t seed, const Stream& stream,
                      Distribution distribution) {
   Buffer b = Buffer::empty(shape, dtype, stream);

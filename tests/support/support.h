@@ -21,6 +21,19 @@
 
 namespace mlxn::test {
 
+// The CPU stream most tests use.
+const Stream& cpu_stream();
+
+// A CPU and a GPU stream for tests that compare the two backends.
+struct CpuGpu {
+  Stream cpu{Device::cpu()};
+  Stream gpu{Device::cuda(0)};
+  // A GPU copy of a (CPU) buffer: the same bytes on both devices.
+  Buffer to_gpu(const Buffer& host) const;
+  // A 1-D i32 buffer on the stream's device.
+  static Buffer i32(const std::vector<int32_t>& values, const Stream& stream);
+};
+
 // A contiguous buffer of `dtype` filled with seeded normal (or uniform) values.
 Buffer random_buffer(const Shape& shape, DType dtype, uint64_t seed, const Stream& stream,
                      Distribution distribution = Distribution::normal);
