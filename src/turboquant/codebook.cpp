@@ -1,8 +1,6 @@
 #include "turboquant/codebook.h"
 
-#include <algorithm>
 #include <array>
-#include <cmath>
 #include <string>
 
 #include "mlxn/core/error.h"
@@ -43,12 +41,6 @@ Codebook build(int bits) {
   book.boundaries.resize(static_cast<size_t>(levels - 1));
   for (int k = 0; k + 1 < levels; ++k)
     book.boundaries[static_cast<size_t>(k)] = boundary(magnitudes, bits, k);
-  const int positive = levels / 2 - 1;
-  const float* p = book.boundaries.data() + positive + 1;
-  float min_gap = p[0];
-  for (int k = 0; k + 1 < positive; ++k) min_gap = std::min(min_gap, p[k + 1] - p[k]);
-  while (std::ldexp(1.0f, -book.lut_shift) >= min_gap) ++book.lut_shift;
-  book.lut_cells = static_cast<int>(std::floor(std::ldexp(p[positive - 1], book.lut_shift))) + 2;
   return book;
 }
 

@@ -13,11 +13,6 @@ struct Codebook {
   int bits = 0;
   std::vector<float> centroids;   // 2^bits, ascending
   std::vector<float> boundaries;  // 2^bits - 1 midpoints: code = #boundaries strictly below u
-  // The GPU encoder finds codes with a lookup over cells 2^-lut_shift wide (narrower than any gap
-  // between positive boundaries, so each cell holds at most one); lut_cells cells reach past the
-  // largest boundary.
-  int lut_shift = 0;
-  int lut_cells = 0;
 };
 
 // Throws Error("[op] ...") naming the supported values.

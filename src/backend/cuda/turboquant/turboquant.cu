@@ -49,35 +49,18 @@ __device__ const float* device_magnitudes(int bits) {
 constexpr int kThreads = 256;
 constexpr int kPerLane = tq::kGroup;  // coordinates per lane
 
-// Cells of the code-search lookup: [i w, (i+1) w) with w = 2^-lut_shift, narrower than the
-// smallest gap between positive boundaries, so a cell holds at most one of them.
-constexpr int kLutCells = 1024;
-
-// Centroids, boundaries and the code-search lookup of one bit width, built per block from the
-// shipped magnitudes.
+// Centroids and boundaries of one bit width, built per block from the shipped magnitudes.
 struct BookTables {
   float centroids[256];
   float boundaries[255];
-  int lut_below[kLutCells];    // positive boundaries below the cell's start
-  float lut_bound[kLutCells];  // the positive boundary inside the cell, or +inf
 };
 
-__device__ void build_tables(BookTables& t, int bits, int lut_shift, int lut_cells) {
+__device__ void build_tables(BookTables& t, int bits) {
   const float* m = device_magnitudes(bits);
   const int levels = 1 << bits;
   for (int c = threadIdx.x; c < levels; c += blockDim.x) {
     t.centroids[c] = tq::centroid(m, bits, c);
     if (c + 1 < levels) t.boundaries[c] = tq::boundary(m, bits, c);
-  }
-  const int positive = (1 << (bits - 1)) - 1;
-  const float width = tq::pow2(-lut_shift);
-  for (int i = threadIdx.x; i < lut_cells; i += blockDim.x) {
-    const float start = static_cast<float>(i) * width;  // exact: i < 2^10, width a power of two
-    int below = 0;
-    while (below < positive && tq::boundary(m, bits, positive + 1 + below) < start) ++below;
-    const float next = below < positive ? tq::boundary(m, bits, positive + 1 + below) : INFINITY;
-    t.lut_below[i] = below;
-    t.lut_bound[i] = next < start + width ? next : INFINITY;
   }
 }
 
@@ -185,34 +168,26 @@ __device__ void store_codes(uint8_t* lane_payload, const int (&codes)[kPerLane])
   }
 }
 
-// This lane's 16 codes as loaded: b 16-bit words, gathered into 32-bit words.
 template <int kBits>
-struct CodeWords {
-  uint32_t w[kBits / 2 + 1];
-};
-
-template <int kBits>
-__device__ CodeWords<kBits> load_code_words(const uint8_t* lane_payload) {
-  CodeWords<kBits> words = {};
+__device__ void load_codes(const uint8_t* lane_payload, int (&codes)[kPerLane]) {
+  uint32_t words[kBits / 2 + 1] = {};
   if constexpr (kBits % 2 == 0) {
 #pragma unroll
     for (int w = 0; w < kBits / 2; ++w)
-      words.w[w] = reinterpret_cast<const uint32_t*>(lane_payload)[w];
+      words[w] = reinterpret_cast<const uint32_t*>(lane_payload)[w];
   } else {
     const auto* halves = reinterpret_cast<const uint16_t*>(lane_payload);
 #pragma unroll
     for (int w = 0; w < kBits; ++w)
-      words.w[w / 2] |= static_cast<uint32_t>(halves[w]) << (16 * (w % 2));
+      words[w / 2] |= static_cast<uint32_t>(halves[w]) << (16 * (w % 2));
   }
-  return words;
-}
-
-template <int kBits>
-__device__ int code_of(const CodeWords<kBits>& words, int e) {
-  const int bit = e * kBits;
-  uint32_t c = words.w[bit / 32] >> (bit % 32);
-  if (bit % 32 + kBits > 32) c |= words.w[bit / 32 + 1] << (32 - bit % 32);
-  return static_cast<int>(c & ((1u << kBits) - 1u));
+#pragma unroll
+  for (int e = 0; e < kPerLane; ++e) {
+    const int bit = e * kBits;
+    uint32_t c = words[bit / 32] >> (bit % 32);
+    if (bit % 32 + kBits > 32) c |= words[bit / 32 + 1] << (32 - bit % 32);
+    codes[e] = static_cast<int>(c & ((1u << kBits) - 1u));
+  }
 }
 
 // Vector count rounded up to whole warps (32 / lanes vectors per warp).
@@ -231,8 +206,6 @@ struct EncodeTensor {
   uint16_t* scales;      // [num_pages, kv_heads, page_size] f16
   int bits;
   uint32_t site;
-  int lut_shift;  // code-search cells are 2^-lut_shift wide (tq::Codebook::lut_shift)
-  int lut_cells;
 };
 
 struct EncodeParams {
@@ -256,10 +229,10 @@ struct EncodeParams {
 // group's result is written.
 template <int kDim, int kBits>
 __device__ void encode_vector(const float (&x)[kPerLane], float max_abs, const BookTables& book,
-                              float lut_scale, int lut_last, int g, bool store,
-                              uint8_t* row_payload, uint16_t* row_scale) {
+                              int g, bool store, uint8_t* row_payload, uint16_t* row_scale) {
   constexpr int kLanes = kDim / kPerLane;
   constexpr int kPositive = (1 << (kBits - 1)) - 1;  // boundaries above 0 (the middle one is 0)
+  const float* positive = book.boundaries + kPositive + 1;
   const bool zero = max_abs == 0.0f;  // zero vector: codes 0, scale 0 (computed values unused)
   const int e2 = zero ? 0 : tq::exponent_of(max_abs);
   const uint32_t signs = tq::sign_bits16(g * kPerLane);
@@ -277,16 +250,16 @@ __device__ void encode_vector(const float (&x)[kPerLane], float max_abs, const B
 #pragma unroll
   for (int e = 0; e < kPerLane; ++e) {
     const float u = mul_rn(z[e], to_unit);
-    // The reference's "boundaries strictly below u", from the positive half only: by symmetry
-    // it is n + 1 + #{p < u} for u > 0 and n - #{p <= |u|} otherwise (p <= a is p < next_up(a));
-    // #{p < a} is one lookup: the count below a's cell plus the cell's one boundary if below a.
+    // The reference's "boundaries strictly below u", searched over the positive half only: by
+    // symmetry it is n + 1 + #{p < u} for u > 0 and n - #{p <= |u|} otherwise, and p <= a is
+    // p < next_up(a).
     const bool positive_u = u > 0.0f;
-    // next_up of |u|, not of -u: for u = +0, -u is -0, whose bits + 1 are a negative number.
-    const float a = positive_u ? u : __uint_as_float(__float_as_uint(fabsf(u)) + 1u);
-    // Clamped both ways: the float-to-int conversion turns NaN (zero and padding vectors have
-    // u = 0 * inf; their codes are discarded) into INT_MIN.
-    const int cell = max(0, min(__float2int_rd(mul_rn(a, lut_scale)), lut_last));
-    const int below = book.lut_below[cell] + (book.lut_bound[cell] < a ? 1 : 0);
+    const float a = positive_u ? u : __uint_as_float(__float_as_uint(-u) + 1u);
+    int below = 0;
+#pragma unroll
+    for (int step = 1 << (kBits - 2); step >= 1; step /= 2) {
+      if (positive[below + step - 1] < a) below += step;
+    }
     const int c = positive_u ? kPositive + 1 + below : kPositive - below;
     codes[e] = zero ? 0 : c;
     chosen[e] = book.centroids[c];
@@ -359,36 +332,27 @@ __device__ void encode_one(const EncodeParams& p, const BookTables (&books)[2], 
   }
   uint8_t* row_payload = t.payload + slot * (int64_t{kDim} * t.bits / 8);
   uint16_t* row_scale = t.scales + slot;
-  const float lut_scale = tq::pow2(t.lut_shift);
-  const int lut_last = t.lut_cells - 1;
   if constexpr (kBits != 0) {
-    encode_vector<kDim, kBits>(x, max_abs, books[k], lut_scale, lut_last, g, ok, row_payload,
-                               row_scale);
+    encode_vector<kDim, kBits>(x, max_abs, books[k], g, ok, row_payload, row_scale);
   } else {
     switch (t.bits) {
       case 2:
-        encode_vector<kDim, 2>(x, max_abs, books[k], lut_scale, lut_last, g, ok, row_payload,
-                               row_scale);
+        encode_vector<kDim, 2>(x, max_abs, books[k], g, ok, row_payload, row_scale);
         break;
       case 3:
-        encode_vector<kDim, 3>(x, max_abs, books[k], lut_scale, lut_last, g, ok, row_payload,
-                               row_scale);
+        encode_vector<kDim, 3>(x, max_abs, books[k], g, ok, row_payload, row_scale);
         break;
       case 4:
-        encode_vector<kDim, 4>(x, max_abs, books[k], lut_scale, lut_last, g, ok, row_payload,
-                               row_scale);
+        encode_vector<kDim, 4>(x, max_abs, books[k], g, ok, row_payload, row_scale);
         break;
       case 5:
-        encode_vector<kDim, 5>(x, max_abs, books[k], lut_scale, lut_last, g, ok, row_payload,
-                               row_scale);
+        encode_vector<kDim, 5>(x, max_abs, books[k], g, ok, row_payload, row_scale);
         break;
       case 6:
-        encode_vector<kDim, 6>(x, max_abs, books[k], lut_scale, lut_last, g, ok, row_payload,
-                               row_scale);
+        encode_vector<kDim, 6>(x, max_abs, books[k], g, ok, row_payload, row_scale);
         break;
       default:
-        encode_vector<kDim, 8>(x, max_abs, books[k], lut_scale, lut_last, g, ok, row_payload,
-                               row_scale);
+        encode_vector<kDim, 8>(x, max_abs, books[k], g, ok, row_payload, row_scale);
         break;
     }
   }
@@ -401,8 +365,7 @@ __global__ void __launch_bounds__(kThreads) tq_encode_kernel(const EncodeParams 
   constexpr int kLanes = kDim / kPerLane;
   constexpr uint32_t kVectorsPerBlock = kThreads / kLanes;
   __shared__ BookTables books[2];
-  for (int k = 0; k < p.tensors; ++k)
-    build_tables(books[k], p.tensor[k].bits, p.tensor[k].lut_shift, p.tensor[k].lut_cells);
+  for (int k = 0; k < p.tensors; ++k) build_tables(books[k], p.tensor[k].bits);
   __syncthreads();
   const uint32_t total =
       padded_count(static_cast<uint32_t>(p.tokens) * p.kv_heads, kLanes) * p.tensors;
@@ -433,51 +396,17 @@ struct DequantParams {
   uint32_t index_site;
 };
 
-// One vector's share for this lane, loaded before any of it is used so that several vectors'
-// loads are in flight at once.
-template <int kBits, class TOut>
-struct DequantSlot {
-  CodeWords<kBits> codes;
-  float alpha;
-  bool valid;   // a page-table entry inside the cache (else the vector decodes to zeros)
-  bool active;  // a real vector, not padding of the last warp
-  TOut* out;
-};
-
 template <int kDim, int kBits, class TOut>
-__device__ DequantSlot<kBits, TOut> dequantize_load(const DequantParams& p, uint32_t vec,
-                                                    uint32_t count, int g) {
-  DequantSlot<kBits, TOut> d{};
-  d.active = vec < count;
-  const uint32_t i = d.active ? vec / p.kv_heads : 0;
-  const int head = static_cast<int>(d.active ? vec - i * p.kv_heads : 0);
-  const int64_t position = p.start + i;
-  const int64_t page_index = position >> p.page_size_log2;
-  const int64_t page = d.active ? p.page_table[page_index] : 0;
-  d.valid = d.active && page >= 0 && page < p.num_pages;
-  if (d.active && !d.valid && g == 0) {
-    report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index, page,
-                        0);
-  }
-  if (d.valid) {
-    const int64_t slot = (page * p.kv_heads + head) * (int64_t{1} << p.page_size_log2) +
-                         (position & ((int64_t{1} << p.page_size_log2) - 1));
-    d.codes = load_code_words<kBits>(p.payload + slot * (kDim * kBits / 8) + 2 * g * kBits);
-    d.alpha = __half2float(__ushort_as_half(p.scales[slot]));
-  }
-  d.out = static_cast<TOut*>(p.out) + static_cast<int64_t>(vec) * kDim + g * kPerLane;
-  return d;
-}
-
-template <int kDim, int kBits, class TOut>
-__device__ void dequantize_store(const DequantParams& p, const float* centroids,
-                                 const DequantSlot<kBits, TOut>& d, int g) {
+__device__ void dequantize_vector(const DequantParams& p, const float* centroids, int64_t slot,
+                                  bool valid, bool store, int g, TOut* out) {
   constexpr int kLanes = kDim / kPerLane;
   float v[kPerLane] = {};
-  if (d.valid) {
+  if (valid) {
+    int codes[kPerLane];
+    load_codes<kBits>(p.payload + slot * (kDim * kBits / 8) + 2 * g * kBits, codes);
+    const float alpha = __half2float(__ushort_as_half(p.scales[slot]));
 #pragma unroll
-    for (int e = 0; e < kPerLane; ++e)
-      v[e] = mul_rn(d.alpha, centroids[code_of<kBits>(d.codes, e)]);
+    for (int e = 0; e < kPerLane; ++e) v[e] = mul_rn(alpha, centroids[codes[e]]);
   }
   if (p.original) {
     group_fwht<kLanes>(v, g);
@@ -489,14 +418,13 @@ __device__ void dequantize_store(const DequantParams& p, const float* centroids,
       v[e] = (signs >> e) & 1u ? -s : s;
     }
   }
-  if (d.active) store16(d.out, v);
+  if (store) store16(out, v);
 }
 
 template <int kDim, class TOut, int kBits>
 __global__ void __launch_bounds__(kThreads) tq_dequantize_kernel(const DequantParams p) {
   constexpr int kLanes = kDim / kPerLane;
   constexpr int kVectorsPerBlock = kThreads / kLanes;
-  constexpr int kInFlight = 2;  // vectors per group per iteration, loaded together
   __shared__ float centroids[256];
   {
     const float* m = device_magnitudes(p.bits);
@@ -507,16 +435,23 @@ __global__ void __launch_bounds__(kThreads) tq_dequantize_kernel(const DequantPa
   const uint32_t count = static_cast<uint32_t>(p.count * p.kv_heads);
   const uint32_t total = padded_count(count, kLanes);  // whole warps: a warp-uniform loop
   const int g = static_cast<int>(threadIdx.x % kLanes);
-  const uint32_t stride = gridDim.x * kVectorsPerBlock;
   for (uint32_t vec = blockIdx.x * kVectorsPerBlock + threadIdx.x / kLanes; vec < total;
-       vec += kInFlight * stride) {
-    DequantSlot<kBits, TOut> slots[kInFlight];
-#pragma unroll
-    for (int k = 0; k < kInFlight; ++k)
-      slots[k] = dequantize_load<kDim, kBits, TOut>(p, vec + k * stride, count, g);
-#pragma unroll
-    for (int k = 0; k < kInFlight; ++k)
-      dequantize_store<kDim, kBits, TOut>(p, centroids, slots[k], g);
+       vec += gridDim.x * kVectorsPerBlock) {
+    const bool active = vec < count;
+    const uint32_t i = active ? vec / p.kv_heads : 0;
+    const int head = static_cast<int>(active ? vec - i * p.kv_heads : 0);
+    const int64_t position = p.start + i;
+    const int64_t page_index = position >> p.page_size_log2;
+    const int64_t page = active ? p.page_table[page_index] : 0;
+    const bool valid = active && page >= 0 && page < p.num_pages;
+    if (active && !valid && g == 0) {
+      report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.index_site, page_index,
+                          page, 0);
+    }
+    const int64_t slot = (page * p.kv_heads + head) * (int64_t{1} << p.page_size_log2) +
+                         (position & ((int64_t{1} << p.page_size_log2) - 1));
+    TOut* out = static_cast<TOut*>(p.out) + static_cast<int64_t>(vec) * kDim + g * kPerLane;
+    dequantize_vector<kDim, kBits>(p, centroids, slot, valid, active, g, out);
   }
 }
 
@@ -585,19 +520,12 @@ void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions
   EncodeParams p{};
   p.tensors = job_count;
   for (int k = 0; k < job_count; ++k) {
-    const tq::Codebook& book = tq::codebook(jobs[k].cache->bits);
-    if (book.lut_cells > kLutCells) {
-      throw Error("tq_encode", "codebook lookup needs " + std::to_string(book.lut_cells) +
-                                   " cells, the kernel has " + std::to_string(kLutCells));
-    }
     p.tensor[k] = {jobs[k].x->data(),
                    jobs[k].x->strides()[0],
                    jobs[k].cache->payload.data_as<uint8_t>(),
                    jobs[k].cache->scales.data_as<uint16_t>(),
                    jobs[k].cache->bits,
-                   jobs[k].data_site,
-                   book.lut_shift,
-                   book.lut_cells};
+                   jobs[k].data_site};
   }
   p.positions = positions.data_as<const int32_t>();
   p.page_table = page_table.data_as<const int32_t>();
