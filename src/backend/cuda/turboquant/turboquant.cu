@@ -254,7 +254,8 @@ __device__ void encode_vector(const float (&x)[kPerLane], float max_abs, const B
     // symmetry it is n + 1 + #{p < u} for u > 0 and n - #{p <= |u|} otherwise, and p <= a is
     // p < next_up(a).
     const bool positive_u = u > 0.0f;
-    const float a = positive_u ? u : __uint_as_float(__float_as_uint(-u) + 1u);
+    // next_up of |u|, not of -u: for u = +0, -u is -0, whose bits + 1 are a negative number.
+    const float a = positive_u ? u : __uint_as_float(__float_as_uint(fabsf(u)) + 1u);
     int below = 0;
 #pragma unroll
     for (int step = 1 << (kBits - 2); step >= 1; step /= 2) {
