@@ -17,8 +17,6 @@ namespace mlxn {
 
 namespace {
 
-using TqInputs = DTypeList<DType::f32, DType::bf16, DType::f16>;
-
 std::string str(int64_t v) { return std::to_string(v); }
 
 void require_page_size(int64_t page_size, const char* op) {
@@ -99,7 +97,7 @@ void encode_impl(const Buffer* xs[2], const TqCache* caches[2], int count, const
     ops_detail::prepare(
         op, stream,
         {{"x", &x}, {"cache payload", &cache.payload}, {"cache scales", &cache.scales}});
-    dispatch_dtype<TqInputs>(
+    dispatch_dtype<tq::InputDTypes>(
         op, x.dtype(), [](auto) {}, "input dtype");
     if (x.rank() != 3 || x.dim(1) != cache.kv_heads() || x.dim(2) != cache.dim) {
       throw Error(op, "input must be [tokens, " + str(cache.kv_heads()) + ", " + str(cache.dim) +
@@ -194,9 +192,9 @@ void tq_rotate(const Buffer& x, const Buffer& out, bool inverse, const Stream& s
   ops_detail::prepare(op, stream, {{"x", &x}, {"out", &out}});
   if (x.rank() < 1) throw Error(op, "x must have a head_dim axis");
   tq::require_dim(static_cast<int>(x.dim(-1)), op);
-  dispatch_dtype<TqInputs>(
+  dispatch_dtype<tq::InputDTypes>(
       op, x.dtype(), [](auto) {}, "input dtype");
-  dispatch_dtype<TqInputs>(
+  dispatch_dtype<tq::InputDTypes>(
       op, out.dtype(), [](auto) {}, "output dtype");
   ops_detail::require_same_shape(op, x, "x", out, "out");
   x.require_contiguous(op, "x");

@@ -9,22 +9,20 @@
 
 namespace mlxn::tq {
 
-bool supported_bits(int bits) {
-  return bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8;
-}
-bool supported_dim(int dim) { return dim == 64 || dim == 128 || dim == 256 || dim == 512; }
+bool supported_bits(int bits) { return Bits::contains(bits); }
+bool supported_dim(int dim) { return Dims::contains(dim); }
 
 void require_bits(int bits, const char* op) {
   if (!supported_bits(bits)) {
     throw Error(op, "TurboQuant bits " + std::to_string(bits) +
-                        " unsupported (supported: 2, 3, 4, 5, 6, 8)");
+                        " unsupported (supported: " + Bits::names() + ")");
   }
 }
 
 void require_dim(int dim, const char* op) {
   if (!supported_dim(dim)) {
     throw Error(op, "TurboQuant head_dim " + std::to_string(dim) +
-                        " unsupported (supported: 64, 128, 256, 512)");
+                        " unsupported (supported: " + Dims::names() + ")");
   }
 }
 

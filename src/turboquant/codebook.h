@@ -5,9 +5,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "mlxn/core/dispatch.h"
 #include "portable/turboquant.h"
 
 namespace mlxn::tq {
+
+// The supported parameter sets, defined once: validation, dispatch and error messages use these.
+using Bits = IntList<2, 3, 4, 5, 6, 8>;
+using Dims = IntList<64, 128, 256, 512>;
+using InputDTypes = DTypeList<DType::f32, DType::bf16, DType::f16>;
 
 struct Codebook {
   int bits = 0;

@@ -15,11 +15,9 @@ namespace mlxn::cpu {
 
 namespace {
 
-using TqInputs = DTypeList<DType::f32, DType::bf16, DType::f16>;
-
 // `count` elements of any float dtype at `src` as f32.
 void load_f32(const Buffer& b, const void* src, int64_t count, float* dst) {
-  dispatch_dtype<TqInputs>("turboquant", b.dtype(), [&](auto tag) {
+  dispatch_dtype<tq::InputDTypes>("turboquant", b.dtype(), [&](auto tag) {
     using T = host_type_t<decltype(tag)::value>;
     const auto* in = static_cast<const T*>(src);
     for (int64_t i = 0; i < count; ++i) dst[i] = to_f32(in[i]);
@@ -27,7 +25,7 @@ void load_f32(const Buffer& b, const void* src, int64_t count, float* dst) {
 }
 
 void store_from_f32(const Buffer& b, void* dst, int64_t count, const float* src) {
-  dispatch_dtype<TqInputs>("turboquant", b.dtype(), [&](auto tag) {
+  dispatch_dtype<tq::InputDTypes>("turboquant", b.dtype(), [&](auto tag) {
     using T = host_type_t<decltype(tag)::value>;
     auto* out = static_cast<T*>(dst);
     for (int64_t i = 0; i < count; ++i) out[i] = from_f32<T>(src[i]);
@@ -38,16 +36,15 @@ void store_from_f32(const Buffer& b, void* dst, int64_t count, const float* src)
 
 void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions,
                const Buffer& page_table, uint32_t index_site, const Stream& stream) {
-  std::vector<tq::EncodeJob> copies(jobs, jobs + job_count);
   // Buffers are handles: copy them into the closure so a recorded graph keeps them.
   std::vector<Buffer> xs;
   std::vector<TqCache> caches;
-  for (const auto& j : copies) {
-    xs.push_back(*j.x);
-    caches.push_back(*j.cache);
-  }
   std::vector<uint32_t> sites;
-  for (const auto& j : copies) sites.push_back(j.data_site);
+  for (int k = 0; k < job_count; ++k) {
+    xs.push_back(*jobs[k].x);
+    caches.push_back(*jobs[k].cache);
+    sites.push_back(jobs[k].data_site);
+  }
   DeviceErrorState* flag = device_error_state(Device::cpu());
   stream.submit_host([xs, caches, sites, positions, page_table, index_site, flag] {
     const auto* pos = positions.data_as<const int32_t>();

@@ -491,9 +491,6 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_kernel(const RotateParams 
   if (active) store16(static_cast<TOut*>(p.out) + vec * kDim + g * kPerLane, v);
 }
 
-using TqInputs = DTypeList<DType::f32, DType::bf16, DType::f16>;
-using TqDims = IntList<64, 128, 256, 512>;
-
 int log2_of(int v) { return 31 - __builtin_clz(static_cast<unsigned>(v)); }
 
 unsigned blocks_for(int64_t vectors, int dim) {
@@ -541,14 +538,14 @@ void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions
   if (vectors == 0) return;
   require_32bit_count(vectors, "tq_encode");
   const bool one_width = job_count == 1 || jobs[0].cache->bits == jobs[1].cache->bits;
-  dispatch_int<TqDims>("tq_encode", "head_dim", first.dim, [&](auto dim) {
-    dispatch_dtype<TqInputs>("tq_encode", jobs[0].x->dtype(), [&](auto tag) {
+  dispatch_int<tq::Dims>("tq_encode", "head_dim", first.dim, [&](auto dim) {
+    dispatch_dtype<tq::InputDTypes>("tq_encode", jobs[0].x->dtype(), [&](auto tag) {
       using T = device_type_t<decltype(tag)::value>;
       constexpr int kDim = decltype(dim)::value;
       const unsigned blocks = persistent_blocks(vectors, kDim, stream.device());
       auto cuda_stream = static_cast<cudaStream_t>(stream.native_handle());
       if (one_width) {
-        dispatch_int<IntList<2, 3, 4, 5, 6, 8>>("tq_encode", "bits", first.bits, [&](auto bits) {
+        dispatch_int<tq::Bits>("tq_encode", "bits", first.bits, [&](auto bits) {
           tq_encode_kernel<kDim, T, decltype(bits)::value><<<blocks, kThreads, 0, cuda_stream>>>(p);
         });
       } else {
@@ -579,9 +576,9 @@ void tq_dequantize(const TqCache& cache, const Buffer& page_table, int64_t start
   if (vectors == 0) return;
   require_32bit_count(vectors, "tq_dequantize");
   using Outputs = DTypeList<DType::f32, DType::bf16>;
-  dispatch_int<TqDims>("tq_dequantize", "head_dim", cache.dim, [&](auto dim) {
+  dispatch_int<tq::Dims>("tq_dequantize", "head_dim", cache.dim, [&](auto dim) {
     dispatch_dtype<Outputs>("tq_dequantize", out.dtype(), [&](auto tag) {
-      dispatch_int<IntList<2, 3, 4, 5, 6, 8>>("tq_dequantize", "bits", cache.bits, [&](auto bits) {
+      dispatch_int<tq::Bits>("tq_dequantize", "bits", cache.bits, [&](auto bits) {
         using T = device_type_t<decltype(tag)::value>;
         tq_dequantize_kernel<decltype(dim)::value, T, decltype(bits)::value>
             <<<persistent_blocks(vectors, dim, stream.device()), kThreads, 0,
@@ -596,10 +593,10 @@ void tq_rotate(const Buffer& x, const Buffer& out, bool inverse, const Stream& s
   const int dim = static_cast<int>(x.dim(-1));
   RotateParams p{x.data(), out.data(), x.numel() / dim, inverse};
   if (p.vectors == 0) return;
-  dispatch_int<TqDims>("tq_rotate", "head_dim", dim, [&](auto d) {
-    dispatch_dtype<TqInputs>("tq_rotate", x.dtype(), [&](auto in_tag) {
+  dispatch_int<tq::Dims>("tq_rotate", "head_dim", dim, [&](auto d) {
+    dispatch_dtype<tq::InputDTypes>("tq_rotate", x.dtype(), [&](auto in_tag) {
       using TIn = device_type_t<decltype(in_tag)::value>;
-      dispatch_dtype<TqInputs>("tq_rotate", out.dtype(), [&](auto out_tag) {
+      dispatch_dtype<tq::InputDTypes>("tq_rotate", out.dtype(), [&](auto out_tag) {
         using TOut = device_type_t<decltype(out_tag)::value>;
         tq_rotate_kernel<decltype(d)::value, TIn, TOut>
             <<<blocks_for(p.vectors, d), kThreads, 0,
