@@ -1,5 +1,7 @@
 // TurboQuant encode and dequantize on the GPU, against the device-copy ceiling.
-//  - prefill encode: 32K tokens x 8 kv-heads x D 128, bf16 K and V -> tq4 (and tq3) in one launch
+//  - prefill encode: 32K tokens x 8 kv-heads x D 128, bf16 K and V -> tq4 (and tq3) in one launch,
+//    by the automatic choice and by each of the two encoders; smaller batches by both encoders
+//    (where the automatic choice switches between them)
 //  - decode-step encode: 1 token x 8 heads x 32 layers, one launch per layer (eager and as a graph)
 //  - dequantize that cache back to bf16, rotated and original domain
 // Bytes: inputs read once + payloads and scales written once (dequantize: the reverse).
@@ -7,6 +9,7 @@
 #include <numeric>
 
 #include "harness.h"
+#include "turboquant/encode_job.h"
 
 using namespace mlxn;
 using namespace mlxn::bench;
@@ -49,9 +52,8 @@ int main() {
     for (int bits : {4, 3}) {
       TqCache kc = TqCache::allocate(pages, heads, page, dim, bits, s);
       TqCache vc = TqCache::allocate(pages, heads, page, dim, bits, s);
-      tq_encode_kv(k, v, positions, table, kc, vc, s);
-      {
-        // Validate a slice against the CPU reference before timing.
+      // Checks the first 256 tokens of the K cache against the CPU reference.
+      const auto validate_cache = [&](const char* what) {
         const int64_t check = 256;
         Buffer hk = Buffer::empty({check, heads, dim}, DType::bf16, cpu);
         copy(k.slice(0, 0, check), hk, s);
@@ -66,9 +68,10 @@ int main() {
         tq_dequantize(kc, table, 0, gd, TqDomain::rotated, s);
         Buffer gd_host = Buffer::empty({check, heads, dim}, DType::f32, cpu);
         copy(gd, gd_host, s);
-        validate(gd_host.to_host<uint32_t>(cpu) == hd.to_host<uint32_t>(cpu),
-                 "encode matches the CPU reference");
-      }
+        validate(gd_host.to_host<uint32_t>(cpu) == hd.to_host<uint32_t>(cpu), what);
+      };
+      tq_encode_kv(k, v, positions, table, kc, vc, s);
+      validate_cache("encode matches the CPU reference");
       const std::string tag = "tq" + std::to_string(bits);
       const nlohmann::json shape = {
           {"tokens", tokens}, {"kv_heads", heads}, {"dim", dim}, {"bits", bits}};
@@ -79,6 +82,31 @@ int main() {
                 s, [&](int) { tq_encode_kv(k, v, positions, table, kc, vc, s); }, 3, 30),
             encode_bytes, 0},
            copy_gbps);
+      // Each encoder on the same batch and on smaller ones (the automatic choice's threshold).
+      for (const int64_t n : {tokens, int64_t{4096}, int64_t{1024}, int64_t{128}}) {
+        if (bits != 4 && n != tokens) continue;
+        const nlohmann::json sub = {
+            {"tokens", n}, {"kv_heads", heads}, {"dim", dim}, {"bits", bits}};
+        Buffer kn = k.slice(0, 0, n), vn = v.slice(0, 0, n), pn = positions.slice(0, 0, n);
+        const double bytes =
+            4.0 * static_cast<double>(n * heads * dim) + 2 * cache_bytes(n * heads, dim, bits);
+        for (const auto& [encoder, name] : {std::pair{tq::Encoder::lane_groups, "lane_groups"},
+                                            std::pair{tq::Encoder::rows, "rows"}}) {
+          tq::ForceEncoder force(encoder);
+          if (n == tokens) {
+            fill(kc.payload, 0.0, s);
+            tq_encode_kv(kn, vn, pn, table, kc, vc, s);
+            validate_cache(name);
+          }
+          emit({std::string("encode_kv_bf16_") + tag + "_" + name + "_" + std::to_string(n) +
+                    "_tokens",
+                sub,
+                time_device(
+                    s, [&](int) { tq_encode_kv(kn, vn, pn, table, kc, vc, s); }, 3, 30),
+                bytes, 0},
+               copy_gbps);
+        }
+      }
       Buffer out = Buffer::empty({tokens, heads, dim}, DType::bf16, s);
       const double dequant_bytes =
           cache_bytes(tokens * heads, dim, bits) + tokens * heads * dim * 2.0;

@@ -9,6 +9,7 @@
 #include "mlxn/ops/memory.h"
 #include "ops/backend.h"
 #include "turboquant/codebook.h"
+#include "turboquant/encode_job.h"
 #if MLXN_WITH_CUDA
 #include "backend/cuda/turboquant/turboquant.h"
 #endif
@@ -207,5 +208,17 @@ void tq_rotate(const Buffer& x, const Buffer& out, bool inverse, const Stream& s
     MLXN_CUDA_BACKEND(cuda::tq_rotate(x, out, inverse, stream));
   }
 }
+
+namespace tq {
+
+namespace {
+thread_local Encoder t_forced_encoder = Encoder::automatic;
+}  // namespace
+
+Encoder forced_encoder() { return t_forced_encoder; }
+ForceEncoder::ForceEncoder(Encoder e) : previous_(t_forced_encoder) { t_forced_encoder = e; }
+ForceEncoder::~ForceEncoder() { t_forced_encoder = previous_; }
+
+}  // namespace tq
 
 }  // namespace mlxn

@@ -13,8 +13,11 @@
 #include <vector>
 
 #include "mlxn/core/error.h"
+#include "portable/tq_cell_search.h"
 #include "portable/tq_codebooks.h"
+#include "turboquant/codebook.h"
 #include "turboquant/lloyd_max.h"
+#include "turboquant/reference.h"
 
 using namespace mlxn;
 
@@ -204,5 +207,56 @@ TEST(TqCodebook, UnsupportedBitWidthsThrow) {
   }
   for (double tolerance : {0.0, -1e-9, std::nan(""), HUGE_VAL}) {
     EXPECT_THROW(tq::lloyd_max_gaussian(4, tolerance), Error) << tolerance;
+  }
+}
+
+// The bulk GPU encoder's cell lookup (portable/tq_cell_search.h) must give the reference's code
+// for every float. Proof obligation: the mapping is monotone, so the lookup is exact if no cell
+// holds two boundary crossings; checked here for every cell, plus the codes themselves on every
+// boundary and its float neighbours, the extremes and a million random values.
+TEST(TqCellSearch, LookupEqualsTheReferenceSearch) {
+  for (const Table& t : kTables) {
+    const tq::Codebook& book = tq::codebook(t.bits);
+    const tq::CellGrid grid = tq::cell_grid(t.bits);
+    std::vector<tq::CellEntry> table(static_cast<size_t>(grid.cells) + 1);
+    for (int c = 0; c <= grid.cells; ++c)
+      table[static_cast<size_t>(c)] = tq::cell_entry(t.magnitudes, t.bits, grid, c);
+    std::vector<int> crossings(table.size(), 0);
+    for (float b : book.boundaries) {
+      const int cell = tq::cell_of(b, grid);
+      if (cell == tq::cell_of(tq::next_up(b), grid)) ++crossings[static_cast<size_t>(cell)];
+    }
+    EXPECT_LE(*std::max_element(crossings.begin(), crossings.end()), 1) << t.bits << " bits";
+    EXPECT_EQ(tq::cell_of(-1e30f, grid), 0);
+    EXPECT_EQ(tq::cell_of(1e30f, grid), grid.cells);
+    EXPECT_EQ(tq::cell_of(NAN, grid), 0);
+    EXPECT_GT(tq::cell_of(book.boundaries.front(), grid), 0)
+        << "the grid must cover every boundary";
+    EXPECT_LT(tq::cell_of(book.boundaries.back(), grid), grid.cells);
+
+    const auto lookup = [&](float u) {
+      const tq::CellEntry& e = table[static_cast<size_t>(tq::cell_of(u, grid))];
+      return e.code_below + (u > e.boundary ? 1 : 0);
+    };
+    std::vector<float> probes = {0.0f,
+                                 -0.0f,
+                                 1e-45f,
+                                 -1e-45f,
+                                 1e-30f,
+                                 -1e-30f,
+                                 22.7f,
+                                 -22.7f,
+                                 std::numeric_limits<float>::max(),
+                                 -std::numeric_limits<float>::max()};
+    for (float b : book.boundaries) {
+      probes.insert(probes.end(), {b, tq::next_up(b), std::nextafter(b, -INFINITY),
+                                   std::nextafter(tq::next_up(b), INFINITY)});
+    }
+    std::mt19937 rng(t.bits);
+    std::uniform_real_distribution<float> uniform(-5.0f, 5.0f);
+    for (int i = 0; i < 1000000; ++i) probes.push_back(uniform(rng));
+    for (float u : probes) {
+      ASSERT_EQ(lookup(u), tq::reference::quantize(u, t.bits)) << t.bits << " bits, u = " << u;
+    }
   }
 }

@@ -2,14 +2,18 @@
 // lane g of a group holds coordinates [16g, 16g + 16). That split is also the format's
 // reduction order (src/portable/turboquant.h), so the in-register fma chains and the xor
 // shuffles below perform exactly the CPU reference's floating-point operations.
+#include <map>
+#include <mutex>
+#include <utility>
+
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device/types.cuh"
+#include "backend/cuda/turboquant/common.cuh"
 #include "backend/cuda/turboquant/turboquant.h"
 #include "mlxn/core/device_errors.h"
 #include "mlxn/core/dispatch.h"
 #include "portable/error_state.h"
 #include "portable/turboquant.h"
-#include "portable/turboquant_codebook.h"
 #include "turboquant/codebook.h"
 
 namespace mlxn::cuda {
@@ -21,30 +25,6 @@ using portable::div_rn;
 using portable::fma_rn;
 using portable::mul_rn;
 using portable::sqrt_rn;
-
-__constant__ float kMagnitudes2[] = {MLXN_TQ_MAGNITUDES_2};
-__constant__ float kMagnitudes3[] = {MLXN_TQ_MAGNITUDES_3};
-__constant__ float kMagnitudes4[] = {MLXN_TQ_MAGNITUDES_4};
-__constant__ float kMagnitudes5[] = {MLXN_TQ_MAGNITUDES_5};
-__constant__ float kMagnitudes6[] = {MLXN_TQ_MAGNITUDES_6};
-__constant__ float kMagnitudes8[] = {MLXN_TQ_MAGNITUDES_8};
-
-__device__ const float* device_magnitudes(int bits) {
-  switch (bits) {
-    case 2:
-      return kMagnitudes2;
-    case 3:
-      return kMagnitudes3;
-    case 4:
-      return kMagnitudes4;
-    case 5:
-      return kMagnitudes5;
-    case 6:
-      return kMagnitudes6;
-    default:
-      return kMagnitudes8;
-  }
-}
 
 constexpr int kThreads = 256;
 constexpr int kPerLane = tq::kGroup;  // coordinates per lane
@@ -96,17 +76,7 @@ __device__ float group_dot(const float (&a)[kPerLane], const float (&b)[kPerLane
 // h = 16 * m across lanes (partner lane g xor m), each butterfly (a, b) -> (a + b, a - b).
 template <int kLanes>
 __device__ void group_fwht(float (&v)[kPerLane], int g) {
-#pragma unroll
-  for (int h = 1; h < kPerLane; h *= 2) {
-#pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      if ((i & h) == 0) {
-        const float a = v[i], b = v[i + h];
-        v[i] = add_rn(a, b);
-        v[i + h] = add_rn(a, -b);
-      }
-    }
-  }
+  fwht_in_registers(v);
   // Across lanes the lower partner needs a + b and the upper one a - b = other - own: both are
   // fma(own, +-1, other), exact product and one rounding, so one instruction per element.
 #pragma unroll
@@ -117,19 +87,6 @@ __device__ void group_fwht(float (&v)[kPerLane], int g) {
       const float other = __shfl_xor_sync(kWarp, v[i], m);
       v[i] = fma_rn(v[i], own_sign, other);
     }
-  }
-}
-
-template <class T>
-__device__ void load16(const T* src, float (&v)[kPerLane]) {
-  // 16 consecutive elements, 16-byte aligned for every supported dtype and dim.
-  constexpr int kVec = 16 / sizeof(T);
-#pragma unroll
-  for (int c = 0; c < kPerLane / kVec; ++c) {
-    const uint4 raw = reinterpret_cast<const uint4*>(src)[c];
-    const T* elems = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) v[c * kVec + e] = to_float(elems[e]);
   }
 }
 
@@ -293,7 +250,8 @@ __device__ void encode_one(const EncodeParams& p, const BookTables (&books)[2], 
 
   float x[kPerLane] = {};
   if (ok)
-    load16(static_cast<const TIn*>(t.x) + token * t.token_stride + head * kDim + g * kPerLane, x);
+    load_floats(static_cast<const TIn*>(t.x) + token * t.token_stride + head * kDim + g * kPerLane,
+                x);
   int64_t slot = 0;
   if (ok) {
     const int64_t position = p.positions[token];
@@ -397,11 +355,10 @@ struct DequantParams {
   uint32_t index_site;
 };
 
-template <int kDim, int kBits, class TOut>
+template <int kDim, int kBits>
 __device__ void dequantize_vector(const DequantParams& p, const float* centroids, int64_t slot,
-                                  bool valid, bool store, int g, TOut* out) {
+                                  bool valid, int g, float (&v)[kPerLane]) {
   constexpr int kLanes = kDim / kPerLane;
-  float v[kPerLane] = {};
   if (valid) {
     int codes[kPerLane];
     load_codes<kBits>(p.payload + slot * (kDim * kBits / 8) + 2 * g * kBits, codes);
@@ -419,7 +376,35 @@ __device__ void dequantize_vector(const DequantParams& p, const float* centroids
       v[e] = (signs >> e) & 1u ? -s : s;
     }
   }
-  if (store) store16(out, v);
+}
+
+// Writes the warp's 32 x 16 values (lane l holds elements [16 l, 16 l + 16) of the warp's
+// contiguous output rows) with full 16-byte coalesced stores: storing each lane's 32 or 64
+// bytes directly leaves every store instruction half-coalesced, which held the rotated
+// dequantize near 61 % of copy. Chunk c of the warp sits at c ^ ((c >> 3) & 7) in shared memory
+// so that both the per-lane writes and the per-chunk reads are free of bank conflicts.
+template <int kDim, class TOut>
+__device__ void store_warp_rows(uint4* stage, const float (&v)[kPerLane], TOut* warp_out,
+                                uint32_t valid_elements, int lane) {
+  constexpr int kLaneChunks = kPerLane * static_cast<int>(sizeof(TOut)) / 16;
+  constexpr int kElemsPerChunk = 16 / static_cast<int>(sizeof(TOut));
+  const auto swizzle = [](int c) { return c ^ ((c >> 3) & 7); };
+#pragma unroll
+  for (int i = 0; i < kLaneChunks; ++i) {
+    uint4 raw;
+    TOut* elems = reinterpret_cast<TOut*>(&raw);
+#pragma unroll
+    for (int e = 0; e < kElemsPerChunk; ++e) elems[e] = from_float<TOut>(v[i * kElemsPerChunk + e]);
+    stage[swizzle(lane * kLaneChunks + i)] = raw;
+  }
+  __syncwarp();
+#pragma unroll
+  for (int i = 0; i < kLaneChunks; ++i) {
+    const int c = lane + 32 * i;
+    if (static_cast<uint32_t>(c * kElemsPerChunk) < valid_elements)
+      reinterpret_cast<uint4*>(warp_out)[c] = stage[swizzle(c)];
+  }
+  __syncwarp();  // the stage is reused by the next iteration
 }
 
 template <int kDim, class TOut, int kBits>
@@ -432,10 +417,13 @@ __global__ void __launch_bounds__(kThreads) tq_dequantize_kernel(const DequantPa
     for (int c = threadIdx.x; c < (1 << p.bits); c += blockDim.x)
       centroids[c] = tq::centroid(m, p.bits, c);
   }
+  constexpr int kWarpChunks = 32 * kPerLane * static_cast<int>(sizeof(TOut)) / 16;
+  __shared__ uint4 stages[kThreads / 32][kWarpChunks];
   __syncthreads();
   const uint32_t count = static_cast<uint32_t>(p.count * p.kv_heads);
   const uint32_t total = padded_count(count, kLanes);  // whole warps: a warp-uniform loop
   const int g = static_cast<int>(threadIdx.x % kLanes);
+  const int lane = static_cast<int>(threadIdx.x % 32);
   for (uint32_t vec = blockIdx.x * kVectorsPerBlock + threadIdx.x / kLanes; vec < total;
        vec += gridDim.x * kVectorsPerBlock) {
     const bool active = vec < count;
@@ -451,8 +439,14 @@ __global__ void __launch_bounds__(kThreads) tq_dequantize_kernel(const DequantPa
     }
     const int64_t slot = (page * p.kv_heads + head) * (int64_t{1} << p.page_size_log2) +
                          (position & ((int64_t{1} << p.page_size_log2) - 1));
-    TOut* out = static_cast<TOut*>(p.out) + static_cast<int64_t>(vec) * kDim + g * kPerLane;
-    dequantize_vector<kDim, kBits>(p, centroids, slot, valid, active, g, out);
+    float v[kPerLane] = {};
+    dequantize_vector<kDim, kBits>(p, centroids, slot, valid, g, v);
+    const uint32_t warp_first = vec - static_cast<uint32_t>(lane / kLanes);
+    const uint32_t valid_elements =
+        (count > warp_first ? min(count - warp_first, 32u / kLanes) : 0u) * kDim;
+    store_warp_rows<kDim>(stages[threadIdx.x / 32], v,
+                          static_cast<TOut*>(p.out) + static_cast<int64_t>(warp_first) * kDim,
+                          valid_elements, lane);
   }
 }
 
@@ -475,7 +469,7 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_kernel(const RotateParams 
   const bool active = vec < p.vectors;
   const int g = static_cast<int>(threadIdx.x % kLanes);
   float v[kPerLane] = {};
-  if (active) load16(static_cast<const TIn*>(p.x) + vec * kDim + g * kPerLane, v);
+  if (active) load_floats(static_cast<const TIn*>(p.x) + vec * kDim + g * kPerLane, v);
   const float inv = tq::inv_sqrt_dim(kDim);
   const uint32_t signs = tq::sign_bits16(g * kPerLane);
   if (!p.inverse) {
@@ -498,10 +492,28 @@ unsigned blocks_for(int64_t vectors, int dim) {
   return static_cast<unsigned>((vectors + per_block - 1) / per_block);
 }
 
-// Grid-stride kernels: enough blocks to fill every SM several times over, no more.
-unsigned persistent_blocks(int64_t vectors, int dim, Device device) {
+// Resident blocks of kThreads per SM for a kernel without dynamic shared memory, asked of the
+// runtime once per kernel and device (the answer cannot change; the query is not free per launch).
+int resident_blocks_per_sm(const void* kernel, Device device) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, int> known;
+  std::lock_guard lock(mutex);
+  auto [it, inserted] = known.try_emplace({kernel, device.index}, 0);
+  if (inserted) {
+    MLXN_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&it->second, kernel, kThreads, 0));
+    it->second = std::max(it->second, 1);
+  }
+  return it->second;
+}
+
+// Grid-stride kernels: as many blocks as can be resident at once, no more. A fixed 8 blocks per
+// SM ran as 6 resident + 2 in a second, mostly empty wave once a kernel needed 40 registers per
+// thread, leaving much of the machine idle for the last part of every call.
+unsigned persistent_blocks(const void* kernel, int64_t vectors, int dim, Device device) {
   return std::min<unsigned>(blocks_for(vectors, dim),
-                            8u * static_cast<unsigned>(device_properties(device).multiprocessors));
+                            static_cast<unsigned>(resident_blocks_per_sm(kernel, device) *
+                                                  device_properties(device).multiprocessors));
 }
 
 void require_32bit_count(int64_t vectors, const char* op) {
@@ -515,6 +527,23 @@ void require_32bit_count(int64_t vectors, const char* op) {
 void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions,
                const Buffer& page_table, uint32_t index_site, const Stream& stream) {
   const TqCache& first = *jobs[0].cache;
+  // One thread per vector pays off once every warp slot of the machine gets a 32-vector tile;
+  // smaller batches (a decode step) finish sooner spread over D/16 lanes per vector.
+  const int64_t tokens = jobs[0].x->dim(0);
+  const int64_t row_batch = int64_t{32} * 8 * device_properties(stream.device()).multiprocessors;
+  const tq::Encoder choice = tq::forced_encoder();
+  const bool rows_supported = first.dim == 64 || first.dim == 128;
+  if (rows_supported &&
+      (choice == tq::Encoder::rows ||
+       (choice == tq::Encoder::automatic && tokens * first.kv_heads() * job_count >= row_batch))) {
+    if (job_count == 1 || jobs[0].cache->bits == jobs[1].cache->bits) {
+      tq_encode_rows(jobs, job_count, positions, page_table, index_site, stream);
+    } else {
+      for (int k = 0; k < job_count; ++k)
+        tq_encode_rows(jobs + k, 1, positions, page_table, index_site, stream);
+    }
+    return;
+  }
   EncodeParams p{};
   p.tensors = job_count;
   for (int k = 0; k < job_count; ++k) {
@@ -542,14 +571,18 @@ void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions
     dispatch_dtype<tq::InputDTypes>("tq_encode", jobs[0].x->dtype(), [&](auto tag) {
       using T = device_type_t<decltype(tag)::value>;
       constexpr int kDim = decltype(dim)::value;
-      const unsigned blocks = persistent_blocks(vectors, kDim, stream.device());
       auto cuda_stream = static_cast<cudaStream_t>(stream.native_handle());
+      const auto launch = [&](auto kernel) {
+        kernel<<<persistent_blocks(reinterpret_cast<const void*>(kernel), vectors, kDim,
+                                   stream.device()),
+                 kThreads, 0, cuda_stream>>>(p);
+      };
       if (one_width) {
         dispatch_int<tq::Bits>("tq_encode", "bits", first.bits, [&](auto bits) {
-          tq_encode_kernel<kDim, T, decltype(bits)::value><<<blocks, kThreads, 0, cuda_stream>>>(p);
+          launch(tq_encode_kernel<kDim, T, decltype(bits)::value>);
         });
       } else {
-        tq_encode_kernel<kDim, T, 0><<<blocks, kThreads, 0, cuda_stream>>>(p);
+        launch(tq_encode_kernel<kDim, T, 0>);
       }
       MLXN_CUDA_CHECK_LAUNCH();
     });
@@ -580,9 +613,10 @@ void tq_dequantize(const TqCache& cache, const Buffer& page_table, int64_t start
     dispatch_dtype<Outputs>("tq_dequantize", out.dtype(), [&](auto tag) {
       dispatch_int<tq::Bits>("tq_dequantize", "bits", cache.bits, [&](auto bits) {
         using T = device_type_t<decltype(tag)::value>;
-        tq_dequantize_kernel<decltype(dim)::value, T, decltype(bits)::value>
-            <<<persistent_blocks(vectors, dim, stream.device()), kThreads, 0,
-               static_cast<cudaStream_t>(stream.native_handle())>>>(p);
+        auto kernel = tq_dequantize_kernel<decltype(dim)::value, T, decltype(bits)::value>;
+        kernel<<<persistent_blocks(reinterpret_cast<const void*>(kernel), vectors, dim,
+                                   stream.device()),
+                 kThreads, 0, static_cast<cudaStream_t>(stream.native_handle())>>>(p);
         MLXN_CUDA_CHECK_LAUNCH();
       });
     });

@@ -8,8 +8,13 @@
 
 namespace mlxn::cuda {
 
+// Picks the encoder (tq::Encoder) and launches it: one launch for K and V when they share a
+// bit width, else one per tensor on the bulk path.
 void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions,
                const Buffer& page_table, uint32_t index_site, const Stream& stream);
+// The bulk encoder (encode_rows.cu): head_dim 64 or 128, the jobs sharing one bit width.
+void tq_encode_rows(const tq::EncodeJob* jobs, int job_count, const Buffer& positions,
+                    const Buffer& page_table, uint32_t index_site, const Stream& stream);
 void tq_dequantize(const TqCache& cache, const Buffer& page_table, int64_t start, const Buffer& out,
                    TqDomain domain, uint32_t index_site, const Stream& stream);
 void tq_rotate(const Buffer& x, const Buffer& out, bool inverse, const Stream& stream);
