@@ -1,7 +1,10 @@
 // Device pieces shared by the TurboQuant kernels (turboquant.cu, encode_rows.cu).
 #pragma once
 
+#include <type_traits>
 #include "backend/cuda/device/types.cuh"
+
+#include "mlxn/core/dispatch.h"
 #include "portable/host_device.h"
 #include "portable/turboquant_codebook.h"
 
@@ -30,6 +33,13 @@ __device__ const float* device_magnitudes(int bits) {
     default:
       return kMagnitudes8;
   }
+}
+
+// Device-side dispatch over an IntList (e.g. tq::Bits): calls f(std::integral_constant<int, v>)
+// for the matching entry; the front end has already rejected any other value.
+template <int... Vs, class F>
+__device__ void dispatch_on_device(IntList<Vs...>, int v, F&& f) {
+  (void)((v == Vs ? (f(std::integral_constant<int, Vs>{}), true) : false) || ...);
 }
 
 // N consecutive elements from 16-byte aligned memory, as floats.

@@ -7,6 +7,8 @@
 // portable/tq_cell_search.h, and the warp stages its 32 input rows through shared memory with
 // coalesced asynchronous copies, issued one tile ahead. The arithmetic is the reference's, in the
 // reference's order, so the output is byte-identical to it and to the lane-group encoder.
+#include <bit>
+
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device/types.cuh"
 #include "backend/cuda/turboquant/common.cuh"
@@ -287,13 +289,10 @@ void tq_encode_rows(const tq::EncodeJob* jobs, int job_count, const Buffer& posi
                    jobs[k].cache->payload.data_as<uint8_t>(),
                    jobs[k].cache->scales.data_as<uint16_t>(), jobs[k].data_site};
   }
-  const int64_t vectors = jobs[0].x->dim(0) * first.kv_heads();
-  if (vectors == 0) return;
-  check(vectors < (int64_t{1} << 31), "tq_encode", "too many vectors for one call");
-  p.vectors = static_cast<uint32_t>(vectors);
+  p.vectors = static_cast<uint32_t>(jobs[0].x->dim(0) * first.kv_heads());
   p.tiles = (p.vectors + 31) / 32;
   p.kv_heads = first.kv_heads();
-  p.page_size_log2 = 31 - __builtin_clz(static_cast<unsigned>(first.page_size()));
+  p.page_size_log2 = std::countr_zero(static_cast<unsigned>(first.page_size()));
   p.positions = positions.data_as<const int32_t>();
   p.page_table = page_table.data_as<const int32_t>();
   p.page_table_len = page_table.numel();

@@ -2,6 +2,7 @@
 // lane g of a group holds coordinates [16g, 16g + 16). That split is also the format's
 // reduction order (src/portable/turboquant.h), so the in-register fma chains and the xor
 // shuffles below perform exactly the CPU reference's floating-point operations.
+#include <bit>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -294,26 +295,10 @@ __device__ void encode_one(const EncodeParams& p, const BookTables (&books)[2], 
   if constexpr (kBits != 0) {
     encode_vector<kDim, kBits>(x, max_abs, books[k], g, ok, row_payload, row_scale);
   } else {
-    switch (t.bits) {
-      case 2:
-        encode_vector<kDim, 2>(x, max_abs, books[k], g, ok, row_payload, row_scale);
-        break;
-      case 3:
-        encode_vector<kDim, 3>(x, max_abs, books[k], g, ok, row_payload, row_scale);
-        break;
-      case 4:
-        encode_vector<kDim, 4>(x, max_abs, books[k], g, ok, row_payload, row_scale);
-        break;
-      case 5:
-        encode_vector<kDim, 5>(x, max_abs, books[k], g, ok, row_payload, row_scale);
-        break;
-      case 6:
-        encode_vector<kDim, 6>(x, max_abs, books[k], g, ok, row_payload, row_scale);
-        break;
-      default:
-        encode_vector<kDim, 8>(x, max_abs, books[k], g, ok, row_payload, row_scale);
-        break;
-    }
+    dispatch_on_device(tq::Bits{}, t.bits, [&](auto bits) {
+      encode_vector<kDim, decltype(bits)::value>(x, max_abs, books[k], g, ok, row_payload,
+                                                 row_scale);
+    });
   }
 }
 
@@ -485,8 +470,6 @@ __global__ void __launch_bounds__(kThreads) tq_rotate_kernel(const RotateParams 
   if (active) store16(static_cast<TOut*>(p.out) + vec * kDim + g * kPerLane, v);
 }
 
-int log2_of(int v) { return 31 - __builtin_clz(static_cast<unsigned>(v)); }
-
 unsigned blocks_for(int64_t vectors, int dim) {
   const int64_t per_block = kThreads / (dim / kPerLane);
   return static_cast<unsigned>((vectors + per_block - 1) / per_block);
@@ -531,12 +514,15 @@ void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions
   // smaller batches (a decode step) finish sooner spread over D/16 lanes per vector.
   const int64_t tokens = jobs[0].x->dim(0);
   const int64_t row_batch = int64_t{32} * 8 * device_properties(stream.device()).multiprocessors;
+  const int64_t vectors = tokens * first.kv_heads() * job_count;
+  if (vectors == 0) return;
+  require_32bit_count(vectors, "tq_encode");
+  const bool one_width = job_count == 1 || jobs[0].cache->bits == jobs[1].cache->bits;
   const tq::Encoder choice = tq::forced_encoder();
   const bool rows_supported = first.dim == 64 || first.dim == 128;
   if (rows_supported &&
-      (choice == tq::Encoder::rows ||
-       (choice == tq::Encoder::automatic && tokens * first.kv_heads() * job_count >= row_batch))) {
-    if (job_count == 1 || jobs[0].cache->bits == jobs[1].cache->bits) {
+      (choice == tq::Encoder::rows || (choice == tq::Encoder::automatic && vectors >= row_batch))) {
+    if (one_width) {
       tq_encode_rows(jobs, job_count, positions, page_table, index_site, stream);
     } else {
       for (int k = 0; k < job_count; ++k)
@@ -558,15 +544,11 @@ void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions
   p.page_table = page_table.data_as<const int32_t>();
   p.page_table_len = page_table.numel();
   p.num_pages = first.num_pages();
-  p.tokens = jobs[0].x->dim(0);
+  p.tokens = tokens;
   p.kv_heads = first.kv_heads();
-  p.page_size_log2 = log2_of(first.page_size());
+  p.page_size_log2 = std::countr_zero(static_cast<unsigned>(first.page_size()));
   p.flag = device_error_state(stream.device());
   p.index_site = index_site;
-  const int64_t vectors = p.tokens * p.kv_heads * job_count;
-  if (vectors == 0) return;
-  require_32bit_count(vectors, "tq_encode");
-  const bool one_width = job_count == 1 || jobs[0].cache->bits == jobs[1].cache->bits;
   dispatch_int<tq::Dims>("tq_encode", "head_dim", first.dim, [&](auto dim) {
     dispatch_dtype<tq::InputDTypes>("tq_encode", jobs[0].x->dtype(), [&](auto tag) {
       using T = device_type_t<decltype(tag)::value>;
@@ -600,7 +582,7 @@ void tq_dequantize(const TqCache& cache, const Buffer& page_table, int64_t start
   p.count = out.dim(0);
   p.num_pages = cache.num_pages();
   p.kv_heads = cache.kv_heads();
-  p.page_size_log2 = log2_of(cache.page_size());
+  p.page_size_log2 = std::countr_zero(static_cast<unsigned>(cache.page_size()));
   p.bits = cache.bits;
   p.original = domain == TqDomain::original;
   p.flag = device_error_state(stream.device());

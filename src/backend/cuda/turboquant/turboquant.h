@@ -12,7 +12,8 @@ namespace mlxn::cuda {
 // bit width, else one per tensor on the bulk path.
 void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions,
                const Buffer& page_table, uint32_t index_site, const Stream& stream);
-// The bulk encoder (encode_rows.cu): head_dim 64 or 128, the jobs sharing one bit width.
+// The bulk encoder (encode_rows.cu), called by tq_encode with a non-empty batch of fewer than
+// 2^31 vectors: head_dim 64 or 128, the jobs sharing one bit width.
 void tq_encode_rows(const tq::EncodeJob* jobs, int job_count, const Buffer& positions,
                     const Buffer& page_table, uint32_t index_site, const Stream& stream);
 void tq_dequantize(const TqCache& cache, const Buffer& page_table, int64_t start, const Buffer& out,
