@@ -5,23 +5,10 @@ import json
 
 import torch
 
+from timing import time_us
+
 N = 1 << 28
 SIDE = 16384
-
-
-def time_us(fn, warmup=5, runs=50):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
-    stops = [torch.cuda.Event(enable_timing=True) for _ in range(runs)]
-    for i in range(runs):
-        starts[i].record()
-        fn()
-        stops[i].record()
-    torch.cuda.synchronize()
-    us = sorted(1000.0 * a.elapsed_time(b) for a, b in zip(starts, stops))
-    return us[len(us) // 2]
 
 
 def emit(name, us, nbytes):

@@ -14,5 +14,6 @@
 #include "mlxn/core/stream.h"
 #include "mlxn/ops/checks.h"
 #include "mlxn/ops/elementwise.h"
+#include "mlxn/ops/kv_cache.h"
 #include "mlxn/ops/memory.h"
 #include "mlxn/ops/turboquant.h"
