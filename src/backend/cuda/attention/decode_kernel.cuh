@@ -26,7 +26,7 @@ namespace mlxn::cuda::decode {
 inline constexpr int kWarps = 4;
 inline constexpr int kThreads = 32 * kWarps;
 inline constexpr int kRows = 16;      // query rows per CTA: one mma M tile
-inline constexpr int kLutCopies = 8;  // lookup tables are replicated so lanes spread over banks
+inline constexpr int kLutCopies = 4;  // lookup tables are replicated so lanes spread over banks
 
 enum QType : int { q_f32 = 0, q_bf16 = 1, q_f16 = 2 };
 
@@ -286,12 +286,29 @@ __device__ void build_lut(uint32_t* lut, float* staging) {
     __syncthreads();
   }
 }
+// Lookups take byte offsets: entry * 16 (kLutCopies words) with the lane's copy (lane & 3) * 4
+// ORed into the low bits, so an index costs a shift and a LOP3 and the table's own address
+// folds into the load's immediate.
+inline constexpr int kLutEntryShift = 4;  // log2(kLutCopies * 4)
+static_assert(kLutCopies * 4 == 1 << kLutEntryShift);
+__device__ __forceinline__ uint32_t lut_load(const uint32_t* lut, uint32_t byte_offset) {
+  return *reinterpret_cast<const uint32_t*>(reinterpret_cast<const char*>(lut) + byte_offset);
+}
+// Offset of entry (bits [shift, shift + 8) of w) for the pair tables of 4-bit codes.
+// (`shift` is a constant once the loops around a call are unrolled.)
+__device__ __forceinline__ uint32_t byte_entry_offset(uint32_t w, int shift, uint32_t lane4) {
+  const int sh = shift - kLutEntryShift;
+  const uint32_t v = sh >= 0 ? (w >> sh) : (w << -sh);
+  return (v & (0xffu << kLutEntryShift)) | lane4;
+}
 template <class F>
-__device__ __forceinline__ uint32_t lut_pair(const uint32_t* lut_lane, uint32_t c0, uint32_t c1) {
+__device__ __forceinline__ uint32_t lut_pair(const uint32_t* lut, uint32_t lane4, uint32_t c0,
+                                             uint32_t c1) {
   if constexpr (F::kPairLut) {
-    return lut_lane[(c0 | (c1 << F::kBits)) * kLutCopies];
+    return lut_load(lut, ((c0 | (c1 << F::kBits)) << kLutEntryShift) | lane4);
   } else {
-    return (lut_lane[c0 * kLutCopies] & 0xffffu) | (lut_lane[c1 * kLutCopies] << 16);
+    return (lut_load(lut, (c0 << kLutEntryShift) | lane4) & 0xffffu) |
+           (lut_load(lut, (c1 << kLutEntryShift) | lane4) << 16);
   }
 }
 
@@ -327,7 +344,7 @@ __host__ __device__ constexpr Smem smem_plan() {
 }
 
 template <class KF, class VF, int D>
-__global__ void __launch_bounds__(kThreads) decode_attention_kernel(Args a) {
+__global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention_kernel(Args a) {
   using KT = typename KF::KMma;
   using VT = typename VF::VMma;
   constexpr int dim = D, DS = kSlice<D>;
@@ -377,14 +394,23 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Args a) {
   // ---- prologue: codebook tables, q rows rotated (TurboQuant), scaled and normalised
   build_lut<KF, __half>(lut_k, reinterpret_cast<float*>(body));
   build_lut<VF, __nv_bfloat16>(lut_v, reinterpret_cast<float*>(body));
+  __shared__ int row_source[kRows];  // element offset of each row's q vector, -1 for padding
+  if (tid < kRows) {
+    const int row = rb * kRows + tid;
+    row_source[tid] = -1;
+    if (row < rows_total) {
+      const int token = row / a.group, head = kvh * a.group + row % a.group;
+      row_source[tid] = ((b * a.q_len + token) * a.q_heads + head) * dim;
+    }
+  }
+  __syncthreads();
   float* qf = reinterpret_cast<float*>(body);
   const bool sign_here = KF::kTq && D <= kThreads && tq::sign_is_negative(tid % D);
   for (int i = tid; i < kRows * dim; i += kThreads) {
-    const int r = i / dim, d = i % dim, row = rb * kRows + r;
+    const int r = i / dim, d = i % dim;
     float v = 0.0f;
-    if (row < rows_total) {
-      const int token = row / a.group, head = kvh * a.group + row % a.group;
-      const long long at = ((static_cast<long long>(b) * a.q_len + token) * a.q_heads + head) * dim + d;
+    if (row_source[r] >= 0) {
+      const long long at = static_cast<long long>(row_source[r]) + d;
       v = a.q_type == q_f32    ? static_cast<const float*>(a.q)[at]
           : a.q_type == q_bf16 ? __bfloat162float(static_cast<const __nv_bfloat16*>(a.q)[at])
                                : __half2float(static_cast<const __half*>(a.q)[at]);
@@ -518,8 +544,10 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Args a) {
   for (int n = 0; n < kNt; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
   float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.0f, 0.0f};
 
-  const uint32_t* lut_k_lane = lut_k + (lane & (kLutCopies - 1));
-  const uint32_t* lut_v_lane = lut_v + (lane & (kLutCopies - 1));
+  const uint32_t lane4 = static_cast<uint32_t>(lane & (kLutCopies - 1)) * 4;
+  // Rows g + 8 of the m16 tile hold queries only when a block has more than 8 real rows; with
+  // fewer (GQA 4 and 8 at one query token) their softmax work is skipped.
+  const bool upper_rows = rows_total - rb * kRows > 8;
   const KT* q_tile = reinterpret_cast<const KT*>(q_smem);
   const int q_stride = dim + 8;
 
@@ -594,12 +622,17 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Args a) {
             } else {
               constexpr int B = KF::kBits;
               const int bit = 4 * st2 * B;
-              if constexpr (TqFormat<B>::kPairLut) {
-                b0 = lut_k_lane[bits_at(w[nt], bit, 2 * B) * kLutCopies];
-                b1 = lut_k_lane[bits_at(w[nt], bit + 2 * B, 2 * B) * kLutCopies];
+              if constexpr (B == 4) {
+                // Pairs of 4-bit codes are whole bytes: byte 2*st2 and 2*st2 + 1 of the run.
+                const uint32_t word = w[nt][st2 >> 1];
+                b0 = lut_load(lut_k, byte_entry_offset(word, 16 * (st2 & 1), lane4));
+                b1 = lut_load(lut_k, byte_entry_offset(word, 16 * (st2 & 1) + 8, lane4));
+              } else if constexpr (TqFormat<B>::kPairLut) {
+                b0 = lut_load(lut_k, (bits_at(w[nt], bit, 2 * B) << kLutEntryShift) | lane4);
+                b1 = lut_load(lut_k, (bits_at(w[nt], bit + 2 * B, 2 * B) << kLutEntryShift) | lane4);
               } else {
-                b0 = lut_pair<KF>(lut_k_lane, bits_at(w[nt], bit, B), bits_at(w[nt], bit + B, B));
-                b1 = lut_pair<KF>(lut_k_lane, bits_at(w[nt], bit + 2 * B, B), bits_at(w[nt], bit + 3 * B, B));
+                b0 = lut_pair<KF>(lut_k, lane4, bits_at(w[nt], bit, B), bits_at(w[nt], bit + B, B));
+                b1 = lut_pair<KF>(lut_k, lane4, bits_at(w[nt], bit + 2 * B, B), bits_at(w[nt], bit + 3 * B, B));
               }
             }
             mma<KT>(s[nt], qa, b0, b1);
@@ -615,6 +648,10 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Args a) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int h = e >> 1;
+        if (h == 1 && !upper_rows) {
+          s[nt][e] = -INFINITY;
+          continue;
+        }
         const int key = (nt >> 1) * 16 + key_of<KF>(nt & 1, tq, e & 1);
         float v = s[nt][e] * row_f[h];
         if constexpr (KF::kTq) v *= __half2float(__ushort_as_half(k_alpha[wkey0 + key]));
@@ -651,6 +688,10 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Args a) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int h = e >> 1;
+          if (h == 1 && !upper_rows) {
+            pv[j][e] = 0.0f;
+            continue;
+          }
           const float p = exp2f(s[2 * kb + j][e] - m_use[h]);
           l_run[h] += p;
           float w = p;
@@ -693,10 +734,27 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Args a) {
           const unsigned char* src = v_tile + row_offset<VF>(kbase + 4 * tq + r, dim) + (dslice + g * kNt) * B / 8;
           load_bytes<kBytes>(src, x[r]);
         }
+        // 4-bit codes: the pair index (row a's code | row b's code << 4) of 4 dims at once.
+        uint32_t pairs[2][kWords][2];  // [rows 01 / 23][word][even dims / odd dims]
+        if constexpr (VF::kTq && B == 4) {
+#pragma unroll
+          for (int q2 = 0; q2 < 2; ++q2) {
+#pragma unroll
+            for (int wd = 0; wd < kWords; ++wd) {
+              const uint32_t lo = x[2 * q2][wd], hi = x[2 * q2 + 1][wd];
+              pairs[q2][wd][0] = (lo & 0x0f0f0f0fu) | ((hi << 4) & 0xf0f0f0f0u);
+              pairs[q2][wd][1] = ((lo >> 4) & 0x0f0f0f0fu) | (hi & 0xf0f0f0f0u);
+            }
+          }
+        }
 #pragma unroll
         for (int n = 0; n < kNt; ++n) {
           uint32_t b0, b1;
-          if constexpr (VF::kFp8) {
+          if constexpr (VF::kTq && B == 4) {
+            // dim n: word n / 8, parity n % 2, byte (n % 8) / 2.
+            b0 = lut_load(lut_v, byte_entry_offset(pairs[0][n >> 3][n & 1], 8 * ((n & 7) >> 1), lane4));
+            b1 = lut_load(lut_v, byte_entry_offset(pairs[1][n >> 3][n & 1], 8 * ((n & 7) >> 1), lane4));
+          } else if constexpr (VF::kFp8) {
             const int byte = n;  // dim n of the lane's run is byte n of each row
             const uint32_t r0 = (x[0][byte >> 2] >> (8 * (byte & 3))) & 0xffu;
             const uint32_t r1 = (x[1][byte >> 2] >> (8 * (byte & 3))) & 0xffu;
@@ -707,8 +765,8 @@ __global__ void __launch_bounds__(kThreads) decode_attention_kernel(Args a) {
           } else {
             const uint32_t c0 = bits_at(x[0], n * B, B), c1 = bits_at(x[1], n * B, B);
             const uint32_t c2 = bits_at(x[2], n * B, B), c3 = bits_at(x[3], n * B, B);
-            b0 = lut_pair<VF>(lut_v_lane, c0, c1);
-            b1 = lut_pair<VF>(lut_v_lane, c2, c3);
+            b0 = lut_pair<VF>(lut_v, lane4, c0, c1);
+            b1 = lut_pair<VF>(lut_v, lane4, c2, c3);
           }
           mma<VT>(o[n], pa[kb], b0, b1);
         }
