@@ -194,6 +194,9 @@ void decode_attention(const attention::DecodeJob& job, const Stream& stream) {
   const int64_t partials = base * decode::kRows * splits;
   Buffer part_o = Buffer::empty({partials, job.dim}, DType::f32, stream);
   Buffer part_ml = Buffer::empty({partials, 2}, DType::f32, stream);
+  // A graph captured around this call replays into the same workspace: keep it alive with it.
+  stream.retain_for_capture(part_o.allocation());
+  stream.retain_for_capture(part_ml.allocation());
 
   decode::Args a{};
   a.q = job.q->data();
