@@ -270,6 +270,7 @@ void decode_attention(const Buffer& q, const KvLayerStorage& layer, const Buffer
   ops_detail::require_same_shape(op, q, "q", out, "out");
   const int64_t batch = q.dim(0), q_len = q.dim(1);
   if (batch == 0) return;
+  if (q.numel() >= INT32_MAX) throw Error(op, "q has 2^31 or more elements");
   if (q_len < 1 || q_len > 8) throw Error(op, "q_len " + str(q_len) + " must be 1..8");
   if (lengths.numel() != batch || page_table.dim(0) != batch) {
     throw Error(op, "lengths " + lengths.describe() + " and page_table " + page_table.describe() +

@@ -108,9 +108,10 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(MergeArgs a
   __syncthreads();
   if (a.unrotate) {
     // x = S H y / sqrt(D): the 1/sqrt(D) is already in scale_s.
-    for (int hh = 1; hh < a.dim; hh *= 2) {
+    for (int log_h = 0; (1 << log_h) < a.dim; ++log_h) {
+      const int hh = 1 << log_h;
       for (int k = tid; k < a.dim / 2; k += kMergeThreads) {
-        const int j = (k / hh) * 2 * hh + k % hh;
+        const int j = ((k >> log_h) << (log_h + 1)) + (k & (hh - 1));
         const float x = vec[j], y = vec[j + hh];
         vec[j] = x + y;
         vec[j + hh] = x - y;

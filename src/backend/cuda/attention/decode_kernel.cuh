@@ -424,10 +424,14 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
   }
   __syncthreads();
   if constexpr (KF::kTq) {
-    for (int h = 1; h < dim; h *= 2) {
+    // Butterfly k of stage h pairs j and j + h, j = (k / h) * 2h + k % h, as shifts: an
+    // integer division by the run-time h cost more than the whole rest of the prologue.
+#pragma unroll
+    for (int log_h = 0; (1 << log_h) < dim; ++log_h) {
+      const int h = 1 << log_h;
       for (int i = tid; i < kRows * dim / 2; i += kThreads) {
         const int r = i / (dim / 2), k = i % (dim / 2);
-        const int j = (k / h) * 2 * h + k % h;
+        const int j = ((k >> log_h) << (log_h + 1)) + (k & (h - 1));
         float* row = qf + r * dim;
         const float x = row[j], y = row[j + h];
         row[j] = x + y;
@@ -569,6 +573,11 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
 #pragma unroll
     for (int nt = 0; nt < kNs; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
     const int ksteps = dim / 16;
+    // Dense K: odd k-steps accumulate apart, so each warp has 2 * kNs independent mma chains
+    // instead of kNs (with 16 keys per warp the single chain's latency was exposed).
+    float s_odd[kNs][4];
+#pragma unroll
+    for (int nt = 0; nt < kNs; ++nt) s_odd[nt][0] = s_odd[nt][1] = s_odd[nt][2] = s_odd[nt][3] = 0.0f;
     for (int c0 = 0; c0 < ksteps; c0 += kKc) {
       if constexpr (KF::kDense) {
 #pragma unroll
@@ -590,7 +599,7 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
             uint32_t bf[4];
             ldmatrix_x4(smem_addr(k_tile + row_offset<KF>(krow, dim) + d * 2), bf);
             mma<KT>(s[nt], qa[0], bf[0], bf[1]);
-            mma<KT>(s[nt], qa[1], bf[2], bf[3]);
+            mma<KT>(s_odd[nt], qa[1], bf[2], bf[3]);
           }
         }
       } else {
@@ -641,6 +650,12 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
       }
     }
 
+    if constexpr (KF::kDense) {
+#pragma unroll
+      for (int nt = 0; nt < kNs; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt][e] += s_odd[nt][e];
+    }
     // Scale, cap, mask; the running max.
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
