@@ -275,13 +275,16 @@ __device__ void build_lut(uint32_t* lut, float* staging) {
     for (int i = threadIdx.x; i < (1 << (B - 1)); i += kThreads) staging[i] = mc[i];
     __syncthreads();
     const float* m = staging;
-    for (int i = threadIdx.x; i < F::kLutEntries * kLutCopies; i += kThreads) {
-      const int e = i / kLutCopies;
+    // One entry per iteration, its kLutCopies copies written with one 16-byte store.
+    static_assert(kLutCopies == 4);
+    for (int e = threadIdx.x; e < F::kLutEntries; e += kThreads) {
+      uint32_t v;
       if constexpr (F::kPairLut) {
-        lut[i] = pack2<T>(tq::centroid(m, B, e & ((1 << B) - 1)), tq::centroid(m, B, e >> B));
+        v = pack2<T>(tq::centroid(m, B, e & ((1 << B) - 1)), tq::centroid(m, B, e >> B));
       } else {
-        lut[i] = pack2<T>(tq::centroid(m, B, e), 0.0f);
+        v = pack2<T>(tq::centroid(m, B, e), 0.0f);
       }
+      reinterpret_cast<uint4*>(lut)[e] = make_uint4(v, v, v, v);
     }
     __syncthreads();
   }
@@ -424,21 +427,40 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
   }
   __syncthreads();
   if constexpr (KF::kTq) {
-    // Butterfly k of stage h pairs j and j + h, j = (k / h) * 2h + k % h, as shifts: an
-    // integer division by the run-time h cost more than the whole rest of the prologue.
+    // The unnormalised FWHT of each real row, one warp per row: a lane holds D/32 consecutive
+    // coordinates, stages below D/32 run in registers, the others pair lanes by shuffles
+    // (butterfly (a, b) -> (a + b, a - b), a the lower index, stages h = 1, 2, ..., D/2).
+    constexpr int kPer = dim / 32;
+    for (int r = warp; r < kRows; r += kWarps) {
+      if (row_source[r] < 0) continue;  // padding rows stay zero
+      float v[kPer];
+      float* row = qf + r * dim + lane * kPer;
 #pragma unroll
-    for (int log_h = 0; (1 << log_h) < dim; ++log_h) {
-      const int h = 1 << log_h;
-      for (int i = tid; i < kRows * dim / 2; i += kThreads) {
-        const int r = i / (dim / 2), k = i % (dim / 2);
-        const int j = ((k >> log_h) << (log_h + 1)) + (k & (h - 1));
-        float* row = qf + r * dim;
-        const float x = row[j], y = row[j + h];
-        row[j] = x + y;
-        row[j + h] = x - y;
+      for (int i = 0; i < kPer; ++i) v[i] = row[i];
+#pragma unroll
+      for (int h = 1; h < kPer; h *= 2) {
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+          if ((i & h) == 0) {
+            const float x = v[i], y = v[i + h];
+            v[i] = x + y;
+            v[i + h] = x - y;
+          }
+        }
       }
-      __syncthreads();
+#pragma unroll
+      for (int m = 1; m < 32; m *= 2) {
+        const bool upper = (lane & m) != 0;
+#pragma unroll
+        for (int i = 0; i < kPer; ++i) {
+          const float other = __shfl_xor_sync(0xffffffffu, v[i], m);
+          v[i] = upper ? other - v[i] : v[i] + other;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) row[i] = v[i];
     }
+    __syncthreads();
   }
   // Per-row scale: softmax scale (and log2 e unless a softcap needs the natural logit), the
   // rotation's 1/sqrt(D), and a power of two that puts the row's largest |q| in [1, 2) so f16
