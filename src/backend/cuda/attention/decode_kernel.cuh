@@ -471,15 +471,17 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
   {
     // 8 threads per row.
     const int r = tid >> 3, part = tid & 7;
+    const bool real = row_source[r] >= 0;  // padding rows are zeros: nothing to read
     float amax = 0.0f;
-    for (int d = part; d < dim; d += 8) amax = fmaxf(amax, fabsf(qf[r * dim + d] * q_mul));
+    if (real)
+      for (int d = part; d < dim; d += 8) amax = fmaxf(amax, fabsf(qf[r * dim + d] * q_mul));
     for (int o = 4; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
     const int e = amax > 0.0f ? tq::exponent_of(amax) : 0;
     const float down = ldexpf(1.0f, -e);
     KT* qrow = reinterpret_cast<KT*>(q_smem) + r * (dim + 8);
     for (int c = part; c < dim; c += 8) {
       const int s = c >> 4, kappa = c & 15;
-      const float v = qf[r * dim + q_dim_of<KF>(s, kappa, dim, kKc)] * q_mul * down;
+      const float v = real ? qf[r * dim + q_dim_of<KF>(s, kappa, dim, kKc)] * q_mul * down : 0.0f;
       if constexpr (std::is_same_v<KT, __half>) {
         qrow[c] = __float2half_rn(v);
       } else {
@@ -680,6 +682,20 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
     }
     // Scale, cap, mask; the running max.
     float tile_max[2] = {-INFINITY, -INFINITY};
+    // TurboQuant per-key scales: a lane's keys in a 16-key block are 4tq .. 4tq + 3 (grouped
+    // order), one 8-byte load per block instead of one 2-byte load per logit.
+    // (A lane's 4 scales of one block as floats.)
+    auto block_scales = [&](const uint16_t* alpha, int kb, float (&out)[4]) {
+      const uint2 w2 = *reinterpret_cast<const uint2*>(alpha + wkey0 + kb * 16 + 4 * tq);
+      const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&w2.x));
+      const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&w2.y));
+      out[0] = lo.x; out[1] = lo.y; out[2] = hi.x; out[3] = hi.y;
+    };
+    float k_scale[kBlocks][4];
+    if constexpr (KF::kTq) {
+#pragma unroll
+      for (int kb = 0; kb < kBlocks; ++kb) block_scales(k_alpha, kb, k_scale[kb]);
+    }
 #pragma unroll
     for (int nt = 0; nt < kNs; ++nt) {
 #pragma unroll
@@ -691,7 +707,7 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
         }
         const int key = (nt >> 1) * 16 + key_of<KF>(nt & 1, tq, e & 1);
         float v = s[nt][e] * row_f[h];
-        if constexpr (KF::kTq) v *= __half2float(__ushort_as_half(k_alpha[wkey0 + key]));
+        if constexpr (KF::kTq) v *= k_scale[nt >> 1][2 * (nt & 1) + (e & 1)];  // key_of: 4tq + 2j + e
         if (a.softcap > 0.0f) v = a.softcap * tanhf(v / a.softcap) * log2e;
         const int p = pos_w + key;
         if (p < row_first[h] || p > row_pos[h]) v = -INFINITY;
@@ -710,16 +726,21 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
       m_run[h] = m_new;
       l_run[h] *= corr[h];
     }
+    // Once the running max settles, most tiles leave it unchanged: skip the rescale then.
+    if (!__all_sync(0xffffffffu, corr[0] == 1.0f && corr[1] == 1.0f)) {
 #pragma unroll
-    for (int n = 0; n < kNt; ++n) {
-      o[n][0] *= corr[0]; o[n][1] *= corr[0];
-      o[n][2] *= corr[1]; o[n][3] *= corr[1];
+      for (int n = 0; n < kNt; ++n) {
+        o[n][0] *= corr[0]; o[n][1] *= corr[0];
+        o[n][2] *= corr[1]; o[n][3] *= corr[1];
+      }
     }
     // P (times V's per-key alpha for TurboQuant) as the A operand of P V.
     uint32_t pa[kBlocks][4];
 #pragma unroll
     for (int kb = 0; kb < kBlocks; ++kb) {
       float pv[2][4];
+      float v_scale[4];
+      if constexpr (VF::kTq) block_scales(v_alpha, kb, v_scale);
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
 #pragma unroll
@@ -732,10 +753,7 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
           const float p = exp2f(s[2 * kb + j][e] - m_use[h]);
           l_run[h] += p;
           float w = p;
-          if constexpr (VF::kTq) {
-            const int key = kb * 16 + key_of<VF>(j, tq, e & 1);
-            w *= __half2float(__ushort_as_half(v_alpha[wkey0 + key]));
-          }
+          if constexpr (VF::kTq) w *= v_scale[2 * j + (e & 1)];
           pv[j][e] = w;
         }
       }
