@@ -16,4 +16,5 @@
 #include "mlxn/ops/elementwise.h"
 #include "mlxn/ops/kv_cache.h"
 #include "mlxn/ops/memory.h"
+#include "mlxn/ops/norms.h"
 #include "mlxn/ops/turboquant.h"
