@@ -8,7 +8,7 @@
 namespace mlxn::attention {
 
 struct DecodeJob {
-  const Buffer* q = nullptr;           // [batch, q_len, q_heads, dim], contiguous
+  const Buffer* q = nullptr;  // [batch, q_len, q_heads, dim], contiguous
   const KvLayerStorage* layer = nullptr;
   const Buffer* page_table = nullptr;  // i32 [batch, table_width]
   const Buffer* lengths = nullptr;     // i32 [batch]
@@ -18,7 +18,7 @@ struct DecodeJob {
   int table_width = 0;
   float scale = 0.0f, softcap = 0.0f;
   int window = 0;
-  int64_t max_length = 0;  // upper bound of lengths (> 0)
+  int64_t max_length = 0;   // upper bound of lengths (> 0)
   uint32_t index_site = 0;  // "lengths/page_table of <layer>"
 };
 

@@ -26,8 +26,8 @@ void check_float(const char* op, const Buffer& b, const char* name) {
 void check_vector(const char* op, const Buffer& b, int64_t n, const char* name) {
   check_float(op, b, name);
   if (b.rank() != 1 || b.dim(0) != n) {
-    throw Error(op, std::string(name) + " must be [" + std::to_string(n) + "], got " +
-                        b.describe());
+    throw Error(op,
+                std::string(name) + " must be [" + std::to_string(n) + "], got " + b.describe());
   }
 }
 
@@ -36,7 +36,8 @@ void run(const char* op, norms::Job& job, const Stream& stream) {
   ops_detail::prepare(op, stream, {{"x", &x}, {"out", &job.out}});
   check_float(op, x, "x");
   check_float(op, job.out, "out");
-  if (x.rank() < 1 || x.dim(-1) == 0) throw Error(op, "x needs a non-empty last axis, got " + x.describe());
+  if (x.rank() < 1 || x.dim(-1) == 0)
+    throw Error(op, "x needs a non-empty last axis, got " + x.describe());
   ops_detail::require_same_shape(op, x, "x", job.out, "out");
   if (!(job.eps >= 0.0f) || !std::isfinite(job.eps)) throw Error(op, "eps must be finite and >= 0");
   job.dim = x.dim(-1);
@@ -54,7 +55,8 @@ void run(const char* op, norms::Job& job, const Stream& stream) {
     ops_detail::require_same_shape(op, x, "x", job.residual, "residual");
     ops_detail::require_same_shape(op, x, "x", job.sum_out, "sum_out");
     if (job.residual.dtype() != x.dtype() || job.sum_out.dtype() != x.dtype()) {
-      throw Error(op, "residual and sum_out must have x's dtype " + std::string(dtype_name(x.dtype())));
+      throw Error(op,
+                  "residual and sum_out must have x's dtype " + std::string(dtype_name(x.dtype())));
     }
   }
   if (x.numel() == 0) return;
@@ -86,7 +88,8 @@ void add_rms_norm(const Buffer& x, const Buffer& residual, const Buffer& weight,
                   RmsWeight mode) {
   const char* op = "add_rms_norm";
   check_mode(op, mode, weight);
-  if (!residual.defined() || !sum_out.defined()) throw Error(op, "residual and sum_out are required");
+  if (!residual.defined() || !sum_out.defined())
+    throw Error(op, "residual and sum_out are required");
   norms::Job job{norms::Kind::rms, mode, x, residual, weight, {}, sum_out, norm_out, eps};
   run(op, job, stream);
 }

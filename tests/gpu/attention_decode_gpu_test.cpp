@@ -29,8 +29,12 @@ struct Case {
     std::string s(kv_type_name(k));
     s += '/';
     s += kv_type_name(v);
-    for (auto [label, value] : {std::pair{" D", dim}, {" kvh", kv_heads}, {" g", group},
-                                {" q", q_len}, {" window", window}, {" ring", ring_window}}) {
+    for (auto [label, value] : {std::pair{" D", dim},
+                                {" kvh", kv_heads},
+                                {" g", group},
+                                {" q", q_len},
+                                {" window", window},
+                                {" ring", ring_window}}) {
       s += label;
       s += std::to_string(value);
     }
@@ -54,10 +58,13 @@ struct Roundoffs {
 Roundoffs roundoffs(KvType type) {
   const double f16 = std::ldexp(1.0, -11), bf16 = std::ldexp(1.0, -8);
   switch (type) {
-    case KvType::bf16: return {bf16, 0, bf16, 0};
+    case KvType::bf16:
+      return {bf16, 0, bf16, 0};
     case KvType::f16:
-    case KvType::fp8: return {f16, 0, f16, 0};
-    default: return {f16, f16, bf16, bf16};
+    case KvType::fp8:
+      return {f16, 0, f16, 0};
+    default:
+      return {f16, f16, bf16, bf16};
   }
 }
 
@@ -127,11 +134,14 @@ void prepare(const Case& c, Prepared& s) {
     ASSERT_EQ(s.gpu->add_sequence(), seqs.back());
   }
   std::vector<int> first(static_cast<size_t>(batch)), rest(static_cast<size_t>(batch), c.q_len);
-  for (int b = 0; b < batch; ++b) first[static_cast<size_t>(b)] = std::min(c.lengths[static_cast<size_t>(b)] - c.q_len, 5);
+  for (int b = 0; b < batch; ++b)
+    first[static_cast<size_t>(b)] = std::min(c.lengths[static_cast<size_t>(b)] - c.q_len, 5);
   append(seqs, first, false);
   s.cpu->free_sequence(dummy);
   s.gpu->free_sequence(dummy);
-  for (int b = 0; b < batch; ++b) first[static_cast<size_t>(b)] = c.lengths[static_cast<size_t>(b)] - c.q_len - first[static_cast<size_t>(b)];
+  for (int b = 0; b < batch; ++b)
+    first[static_cast<size_t>(b)] =
+        c.lengths[static_cast<size_t>(b)] - c.q_len - first[static_cast<size_t>(b)];
   append(seqs, first, false);
   append(seqs, rest, true);
   s.q_cpu = test::random_buffer({batch, c.q_len, s.q_heads, c.dim}, c.q_dtype, 77, s.p.cpu);
@@ -157,7 +167,8 @@ std::vector<double> error_bounds(const Case& c, const Prepared& s) {
   const std::vector<int32_t> table = s.cpu_step.page_table_of(0).to_host<int32_t>(s.p.cpu);
   const int width = static_cast<int>(s.cpu_step.page_table_of(0).dim(1));
   std::vector<double> bounds(q.size());
-  std::vector<float> kv(static_cast<size_t>(D)), qf(static_cast<size_t>(D)), qr(static_cast<size_t>(D));
+  std::vector<float> kv(static_cast<size_t>(D)), qf(static_cast<size_t>(D)),
+      qr(static_cast<size_t>(D));
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   const int window = c.ring_window > 0 ? c.ring_window : c.window;
   for (int b = 0; b < batch; ++b) {
@@ -168,8 +179,10 @@ std::vector<double> error_bounds(const Case& c, const Prepared& s) {
       for (int h = 0; h < s.q_heads; ++h) {
         const int64_t row = (int64_t{b} * c.q_len + i) * s.q_heads + h;
         for (int j = 0; j < D; ++j) qf[j] = static_cast<float>(q[static_cast<size_t>(row * D + j)]);
-        if (tq) tq::reference::rotate(qf.data(), qr.data(), D);
-        else qr = qf;
+        if (tq)
+          tq::reference::rotate(qf.data(), qr.data(), D);
+        else
+          qr = qf;
         std::vector<double> logits, vals;
         double ds = 0, m = -INFINITY;
         for (int t = first; t <= pos; ++t) {
@@ -237,8 +250,8 @@ double check_case(const Case& c) {
   // order: it is never read, so it is left out of the comparison.
   const int64_t pages = lc.k.num_pages() - (lc.ring_pages > 0 ? 1 : 0);
   for (const auto& [g, r] : {std::pair{&lg.k, &lc.k}, std::pair{&lg.v, &lc.v}}) {
-    EXPECT_TRUE(test::same_bits(g->data.slice(0, 0, pages), r->data.slice(0, 0, pages), s.p.gpu,
-                                s.p.cpu))
+    EXPECT_TRUE(
+        test::same_bits(g->data.slice(0, 0, pages), r->data.slice(0, 0, pages), s.p.gpu, s.p.cpu))
         << c.name() << ": cache store";
     if (kv_type_is_tq(r->type)) {
       EXPECT_TRUE(test::same_bits(g->scales.slice(0, 0, pages), r->scales.slice(0, 0, pages),
@@ -265,7 +278,8 @@ double check_case(const Case& c) {
   s.gpu->attend(0, s.q_gpu, out_gpu2, pg, s.gpu_step);
   s.p.gpu.synchronize();
   s.p.cpu.synchronize();
-  EXPECT_TRUE(test::same_bits(out_gpu2, out_gpu, s.p.gpu, s.p.gpu)) << c.name() << ": not deterministic";
+  EXPECT_TRUE(test::same_bits(out_gpu2, out_gpu, s.p.gpu, s.p.gpu))
+      << c.name() << ": not deterministic";
   const std::vector<double> got = test::to_f64(out_gpu, s.p.gpu);
   const std::vector<double> want = test::to_f64(out_cpu, s.p.cpu);
   std::vector<double> bound = error_bounds(c, s);
@@ -286,12 +300,12 @@ double check_case(const Case& c) {
 }
 
 std::vector<KvType> formats_k() {
-  return {KvType::bf16, KvType::f16, KvType::fp8, KvType::tq4, KvType::tq4, KvType::tq3,
-          KvType::tq2, KvType::tq8, KvType::tq5, KvType::tq6};
+  return {KvType::bf16, KvType::f16, KvType::fp8, KvType::tq4, KvType::tq4,
+          KvType::tq3,  KvType::tq2, KvType::tq8, KvType::tq5, KvType::tq6};
 }
 std::vector<KvType> formats_v() {
-  return {KvType::bf16, KvType::f16, KvType::fp8, KvType::tq4, KvType::tq3, KvType::tq3,
-          KvType::tq2, KvType::tq8, KvType::tq6, KvType::tq5};
+  return {KvType::bf16, KvType::f16, KvType::fp8, KvType::tq4, KvType::tq3,
+          KvType::tq3,  KvType::tq2, KvType::tq8, KvType::tq6, KvType::tq5};
 }
 
 }  // namespace

@@ -49,8 +49,10 @@ test::Tolerance norm_tolerance(DType out, int64_t n, bool layer, const std::vect
 TEST(GpuNorms, MatchTheCpuReference) {
   MLXN_REQUIRE_CUDA();
   const test::CpuGpu p;
-  const std::pair<DType, DType> types[] = {{DType::bf16, DType::bf16}, {DType::f32, DType::bf16},
-                                           {DType::f16, DType::f32}, {DType::f32, DType::f32}};
+  const std::pair<DType, DType> types[] = {{DType::bf16, DType::bf16},
+                                           {DType::f32, DType::bf16},
+                                           {DType::f16, DType::f32},
+                                           {DType::f32, DType::f32}};
   for (auto [xt, ot] : types) {
     for (int64_t n : {1, 33, 1024, 1025, 4095, 4096, 4097, 8193, 20000}) {
       SCOPED_TRACE(::testing::Message() << dtype_name(xt) << "->" << dtype_name(ot) << " n " << n);
@@ -60,7 +62,8 @@ TEST(GpuNorms, MatchTheCpuReference) {
       Buffer w = test::random_buffer({n}, DType::bf16, 33, p.cpu);
       Buffer b = test::random_buffer({n}, DType::f32, 34, p.cpu);
       const Buffer xg = p.to_gpu(x), rg = p.to_gpu(r), wg = p.to_gpu(w), bg = p.to_gpu(b);
-      const auto xs = test::to_f64(x, p.cpu), ws = test::to_f64(w, p.cpu), bs = test::to_f64(b, p.cpu);
+      const auto xs = test::to_f64(x, p.cpu), ws = test::to_f64(w, p.cpu),
+                 bs = test::to_f64(b, p.cpu);
       const auto compare = [&](auto&& run_cpu, auto&& run_gpu, bool layer = false) {
         Buffer oc = Buffer::empty({rows, n}, ot, p.cpu), og = Buffer::empty({rows, n}, ot, p.gpu);
         test::poison(og, p.gpu);

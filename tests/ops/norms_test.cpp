@@ -53,7 +53,8 @@ TEST(Norms, EveryFormMatchesItsFormula) {
       const auto xv = test::to_f64(x, s), wv = test::to_f64(w, s), bv = test::to_f64(b, s);
       Buffer out = Buffer::empty({rows, n}, t, s);
       const auto check = [&](const std::vector<double>& want) {
-        EXPECT_TRUE(test::all_close(test::to_f64(out, s), want, test::tolerance_for(t, n), {rows, n}));
+        EXPECT_TRUE(
+            test::all_close(test::to_f64(out, s), want, test::tolerance_for(t, n), {rows, n}));
       };
       rms_norm(x, w, 1e-6f, out, s);
       check(expected(xv, wv, {}, rows, n, "rms", RmsWeight::multiply, 1e-6f));
@@ -83,7 +84,8 @@ TEST(Norms, KnownValues) {
   EXPECT_FLOAT_EQ(r[0], static_cast<float>(3.0 / std::sqrt(12.5)));
   EXPECT_FLOAT_EQ(r[1], static_cast<float>(4.0 / std::sqrt(12.5)));
   // Gemma's (1 + w) with w = 0 is the plain norm; a constant row has layer norm = bias.
-  Buffer zero = Buffer::from_host(std::span<const float>(std::vector<float>{0, 0}), {2}, DType::f32, s);
+  Buffer zero =
+      Buffer::from_host(std::span<const float>(std::vector<float>{0, 0}), {2}, DType::f32, s);
   Buffer plus = Buffer::empty({1, 2}, DType::f32, s);
   rms_norm(x, zero, 0.0f, plus, s, RmsWeight::one_plus);
   EXPECT_EQ(plus.to_host<float>(s), r);
@@ -105,11 +107,13 @@ TEST(Norms, AddRmsNormStoresTheRoundedSumAndNormalisesIt) {
     add_rms_norm(x, r, w, 1e-6f, sum, out, s);
     const auto xv = test::to_f64(x, s), rv = test::to_f64(r, s), sv = test::to_f64(sum, s);
     for (size_t i = 0; i < xv.size(); ++i) {
-      ASSERT_EQ(sv[i], test::round_to(static_cast<float>(xv[i] + rv[i]), t)) << dtype_name(t) << " " << i;
+      ASSERT_EQ(sv[i], test::round_to(static_cast<float>(xv[i] + rv[i]), t))
+          << dtype_name(t) << " " << i;
     }
-    EXPECT_TRUE(test::all_close(test::to_f64(out, s),
-                                expected(sv, test::to_f64(w, s), {}, rows, n, "rms", RmsWeight::multiply, 1e-6f),
-                                test::tolerance_for(DType::f32, n), {rows, n}));
+    EXPECT_TRUE(test::all_close(
+        test::to_f64(out, s),
+        expected(sv, test::to_f64(w, s), {}, rows, n, "rms", RmsWeight::multiply, 1e-6f),
+        test::tolerance_for(DType::f32, n), {rows, n}));
   }
 }
 
@@ -119,13 +123,28 @@ TEST(Norms, BadInputIsRejected) {
   Buffer out = Buffer::empty({2, 8}, DType::f32, s);
   Buffer w7 = test::random_buffer({7}, DType::f32, 2, s);
   Buffer w8 = test::random_buffer({8}, DType::f32, 2, s);
-  EXPECT_TRUE(test::throws_error([&] { rms_norm(x, w7, 1e-6f, out, s); }, "[rms_norm]", {"weight must be [8]"}));
-  EXPECT_TRUE(test::throws_error([&] { rms_norm(x, w8, 1e-6f, out, s, RmsWeight::none); }, "[rms_norm]"));
+  EXPECT_TRUE(test::throws_error([&] { rms_norm(x, w7, 1e-6f, out, s); }, "[rms_norm]",
+                                 {"weight must be [8]"}));
+  EXPECT_TRUE(
+      test::throws_error([&] { rms_norm(x, w8, 1e-6f, out, s, RmsWeight::none); }, "[rms_norm]"));
   EXPECT_TRUE(test::throws_error([&] { rms_norm(x, Buffer(), 1e-6f, out, s); }, "[rms_norm]"));
   EXPECT_TRUE(test::throws_error([&] { l2_norm(x, -1.0f, out, s); }, "[l2_norm]", {"eps"}));
-  EXPECT_TRUE(test::throws_error([&] { l2_norm(x, 1e-6f, Buffer::empty({2, 9}, DType::f32, s), s); }, "[l2_norm]"));
-  EXPECT_TRUE(test::throws_error([&] { l2_norm(x.transpose(0, 1), 1e-6f, out.reshape({8, 2}), s); }, "[l2_norm]", {"contiguous"}));
-  EXPECT_TRUE(test::throws_error([&] { l2_norm(x, 1e-6f, Buffer::empty({2, 8}, DType::i32, s), s); }, "[l2_norm]"));
+  EXPECT_TRUE(test::throws_error(
+      [&] {
+        l2_norm(x, 1e-6f, Buffer::empty({2, 9}, DType::f32, s), s);
+      },
+      "[l2_norm]"));
+  EXPECT_TRUE(test::throws_error(
+      [&] {
+        l2_norm(x.transpose(0, 1), 1e-6f, out.reshape({8, 2}), s);
+      },
+      "[l2_norm]", {"contiguous"}));
+  EXPECT_TRUE(test::throws_error(
+      [&] {
+        l2_norm(x, 1e-6f, Buffer::empty({2, 8}, DType::i32, s), s);
+      },
+      "[l2_norm]"));
   Buffer rb = test::random_buffer({2, 8}, DType::bf16, 3, s);
-  EXPECT_TRUE(test::throws_error([&] { add_rms_norm(x, rb, w8, 1e-6f, out, out, s); }, "[add_rms_norm]", {"dtype"}));
+  EXPECT_TRUE(test::throws_error([&] { add_rms_norm(x, rb, w8, 1e-6f, out, out, s); },
+                                 "[add_rms_norm]", {"dtype"}));
 }

@@ -30,8 +30,8 @@ namespace {
 struct MergeArgs {
   const float* part_o;
   const float2* part_ml;
-  const float* sinks;      // f32 [q_heads] or null
-  const float* v_scale;    // fp8: f32 [kv_heads] or null
+  const float* sinks;    // f32 [q_heads] or null
+  const float* v_scale;  // fp8: f32 [kv_heads] or null
   void* out;
   bool out_bf16, unrotate;
   int q_len, q_heads, kv_heads, group, row_blocks, dim, splits;
@@ -47,9 +47,13 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(MergeArgs a
   __shared__ float scale_s;
   const int tid = threadIdx.x;
   const int row_id = blockIdx.x;  // (b * q_len + i) * q_heads + h
-  const int h = row_id % a.q_heads, i = (row_id / a.q_heads) % a.q_len, b = row_id / (a.q_heads * a.q_len);
+  const int h = row_id % a.q_heads, i = (row_id / a.q_heads) % a.q_len,
+            b = row_id / (a.q_heads * a.q_len);
   const int kvh = h / a.group, row = i * a.group + h % a.group;
-  const long long pbase = ((((static_cast<long long>(b) * a.kv_heads + kvh) * a.row_blocks + row / kRows) * kRows) + row % kRows) * a.splits;
+  const long long pbase =
+      ((((static_cast<long long>(b) * a.kv_heads + kvh) * a.row_blocks + row / kRows) * kRows) +
+       row % kRows) *
+      a.splits;
   const float log2e = 1.4426950408889634f;
   float* weight = sm;
   const int groups = a.dim / 4, sets = kMergeThreads / groups;
@@ -123,8 +127,10 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(MergeArgs a
     float v = vec[d];
     if (a.unrotate && tq::sign_is_negative(d)) v = -v;
     const long long at = static_cast<long long>(row_id) * a.dim + d;
-    if (a.out_bf16) static_cast<__nv_bfloat16*>(a.out)[at] = __float2bfloat16_rn(v);
-    else static_cast<float*>(a.out)[at] = v;
+    if (a.out_bf16)
+      static_cast<__nv_bfloat16*>(a.out)[at] = __float2bfloat16_rn(v);
+    else
+      static_cast<float*>(a.out)[at] = v;
   }
 }
 
@@ -138,12 +144,18 @@ decode::Kernel pick_kernel(const KvLayerStorage& layer, int dim) {
   if (!kv_type_is_tq(k)) return decode::dense_kernel(static_cast<int>(k), dim);
   const int vb = kv_type_bits(v);
   switch (kv_type_bits(k)) {
-    case 2: return decode::tq_kernel_k2(vb, dim);
-    case 3: return decode::tq_kernel_k3(vb, dim);
-    case 4: return decode::tq_kernel_k4(vb, dim);
-    case 5: return decode::tq_kernel_k5(vb, dim);
-    case 6: return decode::tq_kernel_k6(vb, dim);
-    default: return decode::tq_kernel_k8(vb, dim);
+    case 2:
+      return decode::tq_kernel_k2(vb, dim);
+    case 3:
+      return decode::tq_kernel_k3(vb, dim);
+    case 4:
+      return decode::tq_kernel_k4(vb, dim);
+    case 5:
+      return decode::tq_kernel_k5(vb, dim);
+    case 6:
+      return decode::tq_kernel_k6(vb, dim);
+    default:
+      return decode::tq_kernel_k8(vb, dim);
   }
 }
 
@@ -155,8 +167,8 @@ int ctas_per_sm(const decode::Kernel& kernel, int smem, Device device) {
   std::lock_guard lock(mutex);
   auto [it, inserted] = known.try_emplace({kernel.function, smem, device.index}, 0);
   if (inserted) {
-    MLXN_CUDA_CHECK(cudaFuncSetAttribute(kernel.function,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    MLXN_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel.function, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     MLXN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&it->second, kernel.function,
                                                                   decode::kThreads, smem));
     if (it->second < 1) {
@@ -187,8 +199,8 @@ void decode_attention(const attention::DecodeJob& job, const Stream& stream) {
   const int64_t base = int64_t{job.batch} * job.kv_heads * row_blocks;
   const int64_t want = int64_t{per_sm} * device_properties(stream.device()).multiprocessors;
   const int64_t rows_per_head = std::min<int64_t>(int64_t{group} * job.q_len, decode::kRows);
-  const int64_t kv_bytes = keys * (kv_vector_bytes(layer.k.type, job.dim) +
-                                   kv_vector_bytes(layer.v.type, job.dim));
+  const int64_t kv_bytes =
+      keys * (kv_vector_bytes(layer.k.type, job.dim) + kv_vector_bytes(layer.v.type, job.dim));
   const int64_t by_traffic = std::max<int64_t>(1, kv_bytes / (10 * rows_per_head * job.dim * 4));
   const int splits = static_cast<int>(
       std::clamp<int64_t>((want + base - 1) / base, 1, std::min(max_tiles, by_traffic)));

@@ -10,10 +10,14 @@ Kernel dense_kernel(int type, int dim) {
     return kernel_for_dim<F, F>(dim);
   };
   switch (type) {
-    case 0: return pick(DenseFormat<__nv_bfloat16>{});
-    case 1: return pick(DenseFormat<__half>{});
-    case 2: return pick(Fp8Format{});
-    default: throw Error("decode_attention", "not a dense cache type: " + std::to_string(type));
+    case 0:
+      return pick(DenseFormat<__nv_bfloat16>{});
+    case 1:
+      return pick(DenseFormat<__half>{});
+    case 2:
+      return pick(Fp8Format{});
+    default:
+      throw Error("decode_attention", "not a dense cache type: " + std::to_string(type));
   }
 }
 

@@ -39,7 +39,7 @@ struct Args {
   const void* v_scales;
   const int32_t* page_table;
   const int32_t* lengths;
-  float* part_o;   // [partials, dim]: un-normalised O of each (row, split)
+  float* part_o;    // [partials, dim]: un-normalised O of each (row, split)
   float2* part_ml;  // [partials]: (running max in log2 units, sum of weights)
   int batch, q_len, q_heads, kv_heads, group, row_blocks, dim, log2_page, table_width, ring_pages,
       window, splits;
@@ -105,7 +105,8 @@ __host__ __device__ constexpr int unit_stride(int dim) {
 }
 template <class F>
 __device__ __forceinline__ int row_offset(int r, int dim) {
-  return F::kDense ? r * unit_stride<F>(dim) : (r >> 2) * unit_stride<F>(dim) + (r & 3) * row_bytes<F>(dim);
+  return F::kDense ? r * unit_stride<F>(dim)
+                   : (r >> 2) * unit_stride<F>(dim) + (r & 3) * row_bytes<F>(dim);
 }
 template <class F>
 __host__ __device__ constexpr int region_bytes(int dim, int keys) {
@@ -165,8 +166,8 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
 __device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes,
                                           uint64_t* bar) {
   asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-          dst),
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
+          "r"(dst),
       "l"(src), "r"(bytes), "r"(smem_addr(bar))
       : "memory");
 }
@@ -241,13 +242,17 @@ __device__ __forceinline__ void load_bytes(const unsigned char* src, uint32_t (&
 #pragma unroll
     for (int i = 0; i < kBytes / 16; ++i) {
       const uint4 x = reinterpret_cast<const uint4*>(src)[i];
-      w[4 * i] = x.x; w[4 * i + 1] = x.y; w[4 * i + 2] = x.z; w[4 * i + 3] = x.w;
+      w[4 * i] = x.x;
+      w[4 * i + 1] = x.y;
+      w[4 * i + 2] = x.z;
+      w[4 * i + 3] = x.w;
     }
   } else if constexpr (kBytes % 8 == 0) {
 #pragma unroll
     for (int i = 0; i < kBytes / 8; ++i) {
       const uint2 x = reinterpret_cast<const uint2*>(src)[i];
-      w[2 * i] = x.x; w[2 * i + 1] = x.y;
+      w[2 * i] = x.x;
+      w[2 * i + 1] = x.y;
     }
   } else if constexpr (kBytes % 4 == 0) {
 #pragma unroll
@@ -255,7 +260,8 @@ __device__ __forceinline__ void load_bytes(const unsigned char* src, uint32_t (&
   } else if constexpr (kBytes % 2 == 0) {
 #pragma unroll
     for (int i = 0; i < kBytes / 2; ++i)
-      w[i / 2] |= static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(src)[i]) << (16 * (i & 1));
+      w[i / 2] |= static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(src)[i])
+                  << (16 * (i & 1));
   } else {
 #pragma unroll
     for (int i = 0; i < kBytes; ++i) w[i / 4] |= static_cast<uint32_t>(src[i]) << (8 * (i & 3));
@@ -351,8 +357,8 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
   using KT = typename KF::KMma;
   using VT = typename VF::VMma;
   constexpr int dim = D, DS = kSlice<D>;
-  constexpr int kNt = DS / 8;         // output n-tiles per warp
-  constexpr int kKc = DS / 16;        // k-steps per S chunk (8, or 4 for head_dim 64)
+  constexpr int kNt = DS / 8;   // output n-tiles per warp
+  constexpr int kKc = DS / 16;  // k-steps per S chunk (8, or 4 for head_dim 64)
   extern __shared__ __align__(128) unsigned char smem[];
   constexpr int kStages_ = kStages<KF>, kKeys = kWarpKeys<KF>;
   constexpr int kBlocks = kKeys / 16, kNs = kKeys / 8;  // 16-key blocks and S n-tiles per warp
@@ -372,18 +378,22 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
   const int b = blockIdx.z;
   const int page = 1 << a.log2_page;
   const int rows_total = a.group * a.q_len;
-  const long long part0 = ((static_cast<long long>(b) * a.kv_heads + kvh) * a.row_blocks + rb) * kRows;
+  const long long part0 =
+      ((static_cast<long long>(b) * a.kv_heads + kvh) * a.row_blocks + rb) * kRows;
 
   // ---- sequence, key range, this split's tiles
   const int len = a.lengths[b];
   bool bad = len < a.q_len;
-  if (a.ring_pages == 0 && static_cast<long long>(len) > static_cast<long long>(a.table_width) << a.log2_page) bad = true;
+  if (a.ring_pages == 0 && static_cast<long long>(len) > static_cast<long long>(a.table_width)
+                                                             << a.log2_page)
+    bad = true;
   if (bad) {
     if (tid == 0 && split == 0 && blockIdx.y == 0) {
       report_device_error(a.flag, DeviceErrorCode::index_out_of_range, a.site, b, len, 0.0f);
     }
     for (int i = tid; i < kRows; i += kThreads)
-      if (rb * kRows + i < rows_total) a.part_ml[(part0 + i) * a.splits + split] = make_float2(-INFINITY, 0.0f);
+      if (rb * kRows + i < rows_total)
+        a.part_ml[(part0 + i) * a.splits + split] = make_float2(-INFINITY, 0.0f);
     return;
   }
   const int first_pos = len - a.q_len;
@@ -466,7 +476,8 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
   // rotation's 1/sqrt(D), and a power of two that puts the row's largest |q| in [1, 2) so f16
   // keeps full precision; `row_factor` undoes the power of two (and applies fp8's K scale).
   const float log2e = 1.4426950408889634f;
-  const float q_mul = a.scale * (a.softcap > 0.0f ? 1.0f : log2e) * (KF::kTq ? rsqrtf(static_cast<float>(dim)) : 1.0f);
+  const float q_mul = a.scale * (a.softcap > 0.0f ? 1.0f : log2e) *
+                      (KF::kTq ? rsqrtf(static_cast<float>(dim)) : 1.0f);
   __shared__ float row_factor_s[kRows];
   {
     // 8 threads per row.
@@ -503,10 +514,12 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
   constexpr int rbk = row_bytes<KF>(dim), rbv = row_bytes<VF>(dim);
   constexpr int k_units = tile_keys / unit_rows<KF>(), v_units = tile_keys / unit_rows<VF>();
   constexpr int run_keys = 16;  // scale runs: 16 keys (32 bytes), inside one page at any page size
-  constexpr int k_runs = KF::kTq ? tile_keys / run_keys : 0, v_runs = VF::kTq ? tile_keys / run_keys : 0;
+  constexpr int k_runs = KF::kTq ? tile_keys / run_keys : 0,
+                v_runs = VF::kTq ? tile_keys / run_keys : 0;
   constexpr int all_copies = k_units + v_units + k_runs + v_runs;
-  constexpr uint32_t stage_tx = static_cast<uint32_t>(k_units * unit_rows<KF>() * rbk + v_units * unit_rows<VF>() * rbv +
-                                                      (k_runs + v_runs) * run_keys * 2);
+  constexpr uint32_t stage_tx =
+      static_cast<uint32_t>(k_units * unit_rows<KF>() * rbk + v_units * unit_rows<VF>() * rbv +
+                            (k_runs + v_runs) * run_keys * 2);
   const long long head_rows = static_cast<long long>(a.kv_heads) << a.log2_page;
   if (tid == 0) {
     for (int i = 0; i < kStages_; ++i) mbar_init(&stage_full[i], 1);
@@ -521,7 +534,8 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
     if (p >= len) return fallback;
     int n = p >> a.log2_page;
     if (a.ring_pages > 0) n %= a.ring_pages;
-    const long long pg = n < a.table_width ? a.page_table[static_cast<long long>(b) * a.table_width + n] : -1;
+    const long long pg =
+        n < a.table_width ? a.page_table[static_cast<long long>(b) * a.table_width + n] : -1;
     if (pg < 0 || pg >= a.num_pages) {
       report_device_error(a.flag, DeviceErrorCode::index_out_of_range, a.site,
                           static_cast<long long>(b) * a.table_width + n, pg, 0.0f);
@@ -538,7 +552,8 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
     for (int c = tid; c < all_copies; c += kThreads) {
       if (c < k_units) {
         const long long row = source_row(pos0 + c * unit_rows<KF>());
-        bulk_copy(smem_addr(st + c * unit_stride<KF>(dim)), a.k_data + row * rbk, unit_rows<KF>() * rbk, bar);
+        bulk_copy(smem_addr(st + c * unit_stride<KF>(dim)), a.k_data + row * rbk,
+                  unit_rows<KF>() * rbk, bar);
       } else if (c < k_units + v_units) {
         const int u = c - k_units;
         const long long row = source_row(pos0 + u * unit_rows<VF>());
@@ -550,7 +565,8 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
         const int run = is_k ? r : r - k_runs;
         const long long row = source_row(pos0 + run * run_keys);
         const void* src = static_cast<const uint16_t*>(is_k ? a.k_scales : a.v_scales) + row;
-        bulk_copy(smem_addr(st + plan.k_region + plan.v_region + (is_k ? 0 : k_runs * run_keys * 2) + run * run_keys * 2),
+        bulk_copy(smem_addr(st + plan.k_region + plan.v_region +
+                            (is_k ? 0 : k_runs * run_keys * 2) + run * run_keys * 2),
                   src, run_keys * 2, bar);
       }
     }
@@ -589,8 +605,8 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
     const unsigned char* v_tile = st + plan.k_region;
     const uint16_t* k_alpha = reinterpret_cast<const uint16_t*>(st + plan.k_region + plan.v_region);
     const uint16_t* v_alpha = k_alpha + (KF::kTq ? tile_keys : 0);
-    const int wkey0 = key_group * kKeys;                  // this warp's first key in the tile
-    const int pos_w = (tile0 + t) * tile_keys + wkey0;     // its position
+    const int wkey0 = key_group * kKeys;                // this warp's first key in the tile
+    const int pos_w = (tile0 + t) * tile_keys + wkey0;  // its position
 
     // S = Q K^T for this warp's keys: s[nt][..], nt = 2 * block + j
     float s[kNs][4];
@@ -601,7 +617,8 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
     // instead of kNs (with 16 keys per warp the single chain's latency was exposed).
     float s_odd[kNs][4];
 #pragma unroll
-    for (int nt = 0; nt < kNs; ++nt) s_odd[nt][0] = s_odd[nt][1] = s_odd[nt][2] = s_odd[nt][3] = 0.0f;
+    for (int nt = 0; nt < kNs; ++nt)
+      s_odd[nt][0] = s_odd[nt][1] = s_odd[nt][2] = s_odd[nt][3] = 0.0f;
     for (int c0 = 0; c0 < ksteps; c0 += kKc) {
       if constexpr (KF::kDense) {
 #pragma unroll
@@ -662,10 +679,12 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
                 b1 = lut_load(lut_k, byte_entry_offset(word, 16 * (st2 & 1) + 8, lane4));
               } else if constexpr (TqFormat<B>::kPairLut) {
                 b0 = lut_load(lut_k, (bits_at(w[nt], bit, 2 * B) << kLutEntryShift) | lane4);
-                b1 = lut_load(lut_k, (bits_at(w[nt], bit + 2 * B, 2 * B) << kLutEntryShift) | lane4);
+                b1 =
+                    lut_load(lut_k, (bits_at(w[nt], bit + 2 * B, 2 * B) << kLutEntryShift) | lane4);
               } else {
                 b0 = lut_pair<KF>(lut_k, lane4, bits_at(w[nt], bit, B), bits_at(w[nt], bit + B, B));
-                b1 = lut_pair<KF>(lut_k, lane4, bits_at(w[nt], bit + 2 * B, B), bits_at(w[nt], bit + 3 * B, B));
+                b1 = lut_pair<KF>(lut_k, lane4, bits_at(w[nt], bit + 2 * B, B),
+                                  bits_at(w[nt], bit + 3 * B, B));
               }
             }
             mma<KT>(s[nt], qa, b0, b1);
@@ -685,11 +704,14 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
     // TurboQuant per-key scales: a lane's keys in a 16-key block are 4tq .. 4tq + 3 (grouped
     // order), one 8-byte load per block instead of one 2-byte load per logit.
     // (A lane's 4 scales of one block as floats.)
-    auto block_scales = [&](const uint16_t* alpha, int kb, float (&out)[4]) {
+    auto block_scales = [&](const uint16_t* alpha, int kb, float(&out)[4]) {
       const uint2 w2 = *reinterpret_cast<const uint2*>(alpha + wkey0 + kb * 16 + 4 * tq);
       const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&w2.x));
       const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&w2.y));
-      out[0] = lo.x; out[1] = lo.y; out[2] = hi.x; out[3] = hi.y;
+      out[0] = lo.x;
+      out[1] = lo.y;
+      out[2] = hi.x;
+      out[3] = hi.y;
     };
     float k_scale[kBlocks][4];
     if constexpr (KF::kTq) {
@@ -707,7 +729,8 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
         }
         const int key = (nt >> 1) * 16 + key_of<KF>(nt & 1, tq, e & 1);
         float v = s[nt][e] * row_f[h];
-        if constexpr (KF::kTq) v *= k_scale[nt >> 1][2 * (nt & 1) + (e & 1)];  // key_of: 4tq + 2j + e
+        if constexpr (KF::kTq)
+          v *= k_scale[nt >> 1][2 * (nt & 1) + (e & 1)];  // key_of: 4tq + 2j + e
         if (a.softcap > 0.0f) v = a.softcap * tanhf(v / a.softcap) * log2e;
         const int p = pos_w + key;
         if (p < row_first[h] || p > row_pos[h]) v = -INFINITY;
@@ -730,8 +753,10 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
     if (!__all_sync(0xffffffffu, corr[0] == 1.0f && corr[1] == 1.0f)) {
 #pragma unroll
       for (int n = 0; n < kNt; ++n) {
-        o[n][0] *= corr[0]; o[n][1] *= corr[0];
-        o[n][2] *= corr[1]; o[n][3] *= corr[1];
+        o[n][0] *= corr[0];
+        o[n][1] *= corr[0];
+        o[n][2] *= corr[1];
+        o[n][3] *= corr[1];
       }
     }
     // P (times V's per-key alpha for TurboQuant) as the A operand of P V.
@@ -786,7 +811,8 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
         uint32_t x[4][kWords];
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
-          const unsigned char* src = v_tile + row_offset<VF>(kbase + 4 * tq + r, dim) + (dslice + g * kNt) * B / 8;
+          const unsigned char* src =
+              v_tile + row_offset<VF>(kbase + 4 * tq + r, dim) + (dslice + g * kNt) * B / 8;
           load_bytes<kBytes>(src, x[r]);
         }
         // 4-bit codes: the pair index (row a's code | row b's code << 4) of 4 dims at once.
@@ -807,8 +833,10 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
           uint32_t b0, b1;
           if constexpr (VF::kTq && B == 4) {
             // dim n: word n / 8, parity n % 2, byte (n % 8) / 2.
-            b0 = lut_load(lut_v, byte_entry_offset(pairs[0][n >> 3][n & 1], 8 * ((n & 7) >> 1), lane4));
-            b1 = lut_load(lut_v, byte_entry_offset(pairs[1][n >> 3][n & 1], 8 * ((n & 7) >> 1), lane4));
+            b0 = lut_load(lut_v,
+                          byte_entry_offset(pairs[0][n >> 3][n & 1], 8 * ((n & 7) >> 1), lane4));
+            b1 = lut_load(lut_v,
+                          byte_entry_offset(pairs[1][n >> 3][n & 1], 8 * ((n & 7) >> 1), lane4));
           } else if constexpr (VF::kFp8) {
             const int byte = n;  // dim n of the lane's run is byte n of each row
             const uint32_t r0 = (x[0][byte >> 2] >> (8 * (byte & 3))) & 0xffu;
@@ -883,8 +911,10 @@ __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention
       acc += w * (d < dim ? rowp[d] : rowp[dim + 1]);
     }
     const long long pidx = (part0 + r) * a.splits + split;
-    if (d < dim) a.part_o[pidx * dim + d] = acc;
-    else a.part_ml[pidx] = make_float2(m, acc);
+    if (d < dim)
+      a.part_o[pidx * dim + d] = acc;
+    else
+      a.part_ml[pidx] = make_float2(m, acc);
   }
 }
 

@@ -30,9 +30,8 @@ Kernel kernel_instance() {
 template <class KF, class VF>
 Kernel kernel_for_dim(int dim) {
   Kernel k;
-  dispatch_int<tq::Dims>("decode_attention", "head_dim", dim, [&](auto d) {
-    k = kernel_instance<KF, VF, decltype(d)::value>();
-  });
+  dispatch_int<tq::Dims>("decode_attention", "head_dim", dim,
+                         [&](auto d) { k = kernel_instance<KF, VF, decltype(d)::value>(); });
   return k;
 }
 

@@ -120,9 +120,14 @@ void kv_write(const Buffer& x, const Buffer& slots, const KvStore& store, bool c
           MLXN_CUDA_CHECK_LAUNCH();
         }
         switch (store.type) {
-          case KvType::bf16: kv_write_kernel<T, 0><<<blocks, 256, 0, cuda_stream>>>(a); break;
-          case KvType::f16: kv_write_kernel<T, 1><<<blocks, 256, 0, cuda_stream>>>(a); break;
-          default: kv_write_kernel<T, 2><<<blocks, 256, 0, cuda_stream>>>(a);
+          case KvType::bf16:
+            kv_write_kernel<T, 0><<<blocks, 256, 0, cuda_stream>>>(a);
+            break;
+          case KvType::f16:
+            kv_write_kernel<T, 1><<<blocks, 256, 0, cuda_stream>>>(a);
+            break;
+          default:
+            kv_write_kernel<T, 2><<<blocks, 256, 0, cuda_stream>>>(a);
         }
         MLXN_CUDA_CHECK_LAUNCH();
       });

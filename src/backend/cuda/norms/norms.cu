@@ -2,9 +2,9 @@
 // thread keeps up to kCache of its row's values in registers between the statistics pass and the
 // output pass (rows up to 8192 elements are read from memory once) and moves them in 16-byte
 // packs when the row allows; statistics in f32.
+#include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device/types.cuh"
 #include "backend/cuda/norms/norms.h"
-#include "backend/cuda/cuda_check.h"
 #include "mlxn/core/dispatch.h"
 
 #include <cstdint>
@@ -34,9 +34,12 @@ struct Args {
 
 __device__ __forceinline__ float load_any(const void* p, int type, int i) {
   switch (type) {
-    case 0: return static_cast<const float*>(p)[i];
-    case 1: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    default: return __half2float(static_cast<const __half*>(p)[i]);
+    case 0:
+      return static_cast<const float*>(p)[i];
+    case 1:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    default:
+      return __half2float(static_cast<const __half*>(p)[i]);
   }
 }
 
@@ -79,7 +82,7 @@ __global__ void __launch_bounds__(kBlock) norm_kernel(Args a) {
   TX* sum_out = a.residual ? static_cast<TX*>(a.sum_out) + base : nullptr;
 
   // Pack p's values entering the statistics: x, or x + residual rounded as stored in sum_out.
-  auto load = [&](int p, bool write_sum, float (&v)[V]) {
+  auto load = [&](int p, bool write_sum, float(&v)[V]) {
     const Vec<TX, V> xv = reinterpret_cast<const Vec<TX, V>*>(x)[p];
     if (res) {
       const Vec<TX, V> rv = reinterpret_cast<const Vec<TX, V>*>(res)[p];
@@ -136,11 +139,12 @@ __global__ void __launch_bounds__(kBlock) norm_kernel(Args a) {
     }
   }
   sq = row_sum<kThreads>(sq, scratch);
-  const float denom = a.kind == static_cast<int>(norms::Kind::l2) ? sq : sq / static_cast<float>(a.n);
+  const float denom =
+      a.kind == static_cast<int>(norms::Kind::l2) ? sq : sq / static_cast<float>(a.n);
   const float inv = rsqrtf(denom + a.eps);
   if (!active) return;
   TO* out = static_cast<TO*>(a.out) + base;
-  auto emit = [&](int p, const float (&v)[V]) {
+  auto emit = [&](int p, const float(&v)[V]) {
     Vec<TO, V> o;
 #pragma unroll
     for (int e = 0; e < V; ++e) {
