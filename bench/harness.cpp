@@ -77,6 +77,14 @@ double measure_copy_gbps(const Stream& stream) {
   return 8.0 * static_cast<double>(n) / (t.median_us * 1e3);
 }
 
+double report_copy_ceiling(const Stream& stream) {
+  const double gbps = measure_copy_gbps(stream);
+  std::printf("%s\n",
+              nlohmann::json({{"name", "device_copy_ceiling"}, {"GB/s", gbps}}).dump().c_str());
+  std::fflush(stdout);
+  return gbps;
+}
+
 void validate(bool ok, const std::string& what) {
   if (!ok) throw Error("bench", "validation failed: " + what);
 }

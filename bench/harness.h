@@ -46,6 +46,8 @@ nlohmann::json emit(const Case& c, double ceiling_gbps = 0);
 // The device-to-device copy bandwidth (read + write) of `device`: a 1 GiB cudaMemcpyAsync,
 // median of 20. Every bench reports its GB/s against this ceiling.
 double measure_copy_gbps(const Stream& stream);
+// measure_copy_gbps, printed as the JSON line {"name": "device_copy_ceiling", "GB/s": ...}.
+double report_copy_ceiling(const Stream& stream);
 
 // Throws Error("[bench] ...") when `ok` is false: a benchmark never times wrong results.
 void validate(bool ok, const std::string& what);

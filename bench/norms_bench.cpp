@@ -3,7 +3,6 @@
 // is 8 KB). Each case is checked against the CPU reference on its first rows before timing.
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 
 #include "harness.h"
@@ -18,12 +17,12 @@ void check_rows(const Buffer& got, const std::vector<float>& want_rows, const st
   const std::vector<uint16_t> bits = got.slice(0, 0, 4).reshape({-1}).to_host<uint16_t>(s);
   double worst = 0;
   for (size_t i = 0; i < want_rows.size(); ++i) {
-    float g;
-    const uint32_t u = static_cast<uint32_t>(bits[i]) << 16;
-    std::memcpy(&g, &u, 4);
-    worst = std::max(worst, std::fabs(double{g} - want_rows[i]) / (std::fabs(double{want_rows[i]}) + 1e-3));
+    const float g = float_bits::bf16_to_f32(bits[i]);
+    worst = std::max(
+        worst, std::fabs(double{g} - want_rows[i]) / (std::fabs(double{want_rows[i]}) + 1e-3));
   }
-  validate(worst < 1e-2, name + ": relative error " + std::to_string(worst) + " vs the CPU reference");
+  validate(worst < 1e-2,
+           name + ": relative error " + std::to_string(worst) + " vs the CPU reference");
 }
 
 }  // namespace
@@ -33,46 +32,51 @@ int main() {
     if (!have_gpu()) return 1;
     Stream s(Device::cuda(0));
     Stream cpu(Device::cpu());
-    const double copy_gbps = measure_copy_gbps(s);
-    std::printf("%s\n", nlohmann::json({{"name", "device_copy_ceiling"}, {"GB/s", copy_gbps}}).dump().c_str());
+    const double copy_gbps = report_copy_ceiling(s);
     const int64_t rows = 8192, n = 4096;
-    Buffer x = Buffer::empty({rows, n}, DType::bf16, s), r = Buffer::empty({rows, n}, DType::bf16, s);
+    Buffer x = Buffer::empty({rows, n}, DType::bf16, s),
+           r = Buffer::empty({rows, n}, DType::bf16, s);
     Buffer w = Buffer::empty({n}, DType::bf16, s), b = Buffer::empty({n}, DType::bf16, s);
-    Buffer out = Buffer::empty({rows, n}, DType::bf16, s), sum = Buffer::empty({rows, n}, DType::bf16, s);
+    Buffer out = Buffer::empty({rows, n}, DType::bf16, s),
+           sum = Buffer::empty({rows, n}, DType::bf16, s);
     fill_random(x, {Distribution::normal, 1, 0, 1}, s);
     fill_random(r, {Distribution::normal, 2, 0, 1}, s);
     fill_random(w, {Distribution::normal, 3, 1.0f, 0.1f}, s);
     fill_random(b, {Distribution::normal, 4, 0.0f, 0.1f}, s);
     // The first 4 rows on the CPU, as the reference for each case.
-    const auto head = [&](const Buffer& t) {
-      std::vector<uint16_t> v = t.slice(0, 0, 4).reshape({-1}).to_host<uint16_t>(s);
-      return Buffer::from_host(std::span<const uint16_t>(v), {4, n}, DType::bf16, cpu);
+    const auto on_cpu = [&](const Buffer& t) {
+      Buffer h = Buffer::empty(t.shape(), t.dtype(), cpu);
+      copy(t, h, s);
+      return h;
     };
-    const Buffer xc = head(x), rc = head(r);
-    const auto vec = [&](const Buffer& t) {
-      std::vector<uint16_t> v = t.to_host<uint16_t>(s);
-      return Buffer::from_host(std::span<const uint16_t>(v), {n}, DType::bf16, cpu);
-    };
-    const Buffer wc = vec(w), bc = vec(b);
+    const Buffer xc = on_cpu(x.slice(0, 0, 4)), rc = on_cpu(r.slice(0, 0, 4));
+    const Buffer wc = on_cpu(w), bc = on_cpu(b);
     struct Op {
       const char* name;
       double bytes;
-      std::function<void(const Stream&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer&)> run;
+      std::function<void(const Stream&, const Buffer&, const Buffer&, const Buffer&, const Buffer&,
+                         const Buffer&, const Buffer&)>
+          run;
     };
     const double plane = 2.0 * rows * n;
     const Op ops[] = {
         {"rms_norm_bf16_8192x4096", 2 * plane,
-         [](const Stream& st, const Buffer& xx, const Buffer&, const Buffer& ww, const Buffer&, const Buffer&, const Buffer& oo) { rms_norm(xx, ww, 1e-6f, oo, st); }},
+         [](const Stream& st, const Buffer& xx, const Buffer&, const Buffer& ww, const Buffer&,
+            const Buffer&, const Buffer& oo) { rms_norm(xx, ww, 1e-6f, oo, st); }},
         {"add_rms_norm_bf16_8192x4096", 4 * plane,
-         [](const Stream& st, const Buffer& xx, const Buffer& rr, const Buffer& ww, const Buffer&, const Buffer& ss, const Buffer& oo) { add_rms_norm(xx, rr, ww, 1e-6f, ss, oo, st); }},
+         [](const Stream& st, const Buffer& xx, const Buffer& rr, const Buffer& ww, const Buffer&,
+            const Buffer& ss, const Buffer& oo) { add_rms_norm(xx, rr, ww, 1e-6f, ss, oo, st); }},
         {"layer_norm_bf16_8192x4096", 2 * plane,
-         [](const Stream& st, const Buffer& xx, const Buffer&, const Buffer& ww, const Buffer& bb, const Buffer&, const Buffer& oo) { layer_norm(xx, ww, bb, 1e-5f, oo, st); }},
+         [](const Stream& st, const Buffer& xx, const Buffer&, const Buffer& ww, const Buffer& bb,
+            const Buffer&, const Buffer& oo) { layer_norm(xx, ww, bb, 1e-5f, oo, st); }},
         {"l2_norm_bf16_8192x4096", 2 * plane,
-         [](const Stream& st, const Buffer& xx, const Buffer&, const Buffer&, const Buffer&, const Buffer&, const Buffer& oo) { l2_norm(xx, 1e-6f, oo, st); }},
+         [](const Stream& st, const Buffer& xx, const Buffer&, const Buffer&, const Buffer&,
+            const Buffer&, const Buffer& oo) { l2_norm(xx, 1e-6f, oo, st); }},
     };
     for (const Op& op : ops) {
       op.run(s, x, r, w, b, sum, out);
-      Buffer oc = Buffer::empty({4, n}, DType::f32, cpu), sc = Buffer::empty({4, n}, DType::bf16, cpu);
+      Buffer oc = Buffer::empty({4, n}, DType::f32, cpu),
+             sc = Buffer::empty({4, n}, DType::bf16, cpu);
       op.run(cpu, xc, rc, wc, bc, sc, oc);
       check_rows(out, oc.to_host<float>(cpu), op.name, s);
       Case c;

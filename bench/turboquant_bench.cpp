@@ -34,10 +34,7 @@ int main() {
     if (!have_gpu()) return 1;
     Stream s(Device::cuda(0));
     Stream cpu(Device::cpu());
-    const double copy_gbps = measure_copy_gbps(s);
-    std::printf(
-        "%s\n",
-        nlohmann::json({{"name", "device_copy_ceiling"}, {"GB/s", copy_gbps}}).dump().c_str());
+    const double copy_gbps = report_copy_ceiling(s);
 
     const int64_t tokens = 32768;
     const int heads = 8, dim = 128, page = 64;

@@ -38,4 +38,11 @@ inline void require_same_shape(const char* op, const Buffer& a, const char* a_na
   }
 }
 
+// Paged storage (TurboQuant and KV caches): pages of a power-of-two number of slots, >= 16.
+inline void require_page_size(int64_t page_size, const char* op) {
+  if (page_size < 16 || (page_size & (page_size - 1)) != 0) {
+    throw Error(op, "page_size " + std::to_string(page_size) + " must be a power of two >= 16");
+  }
+}
+
 }  // namespace mlxn::ops_detail

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <bit>
 #include <map>
 #include <numeric>
 #include <string>
@@ -48,16 +47,14 @@ const TypeInfo& info(KvType type) {
 
 DType dense_dtype(KvType type) {
   switch (type) {
-    case KvType::bf16: return DType::bf16;
-    case KvType::f16: return DType::f16;
-    case KvType::fp8: return DType::f8e4m3;
-    default: return DType::u8;
-  }
-}
-
-void require_page_size(int64_t page_size, const char* op) {
-  if (page_size < 16 || !std::has_single_bit(static_cast<uint64_t>(page_size))) {
-    throw Error(op, "page_size " + str(page_size) + " must be a power of two >= 16");
+    case KvType::bf16:
+      return DType::bf16;
+    case KvType::f16:
+      return DType::f16;
+    case KvType::fp8:
+      return DType::f8e4m3;
+    default:
+      return DType::u8;
   }
 }
 
@@ -96,10 +93,10 @@ KvStore KvStore::allocate(KvType type, int64_t num_pages, int kv_heads, int page
                           const Stream& stream) {
   const char* op = "kv_cache";
   tq::require_dim(dim, op);
-  require_page_size(page_size, op);
+  ops_detail::require_page_size(page_size, op);
   if (num_pages <= 0 || kv_heads <= 0) {
-    throw Error(op, "num_pages " + str(num_pages) + " and kv_heads " + str(kv_heads) +
-                        " must be positive");
+    throw Error(
+        op, "num_pages " + str(num_pages) + " and kv_heads " + str(kv_heads) + " must be positive");
   }
   KvStore s;
   s.type = type;
@@ -111,7 +108,7 @@ KvStore KvStore::allocate(KvType type, int64_t num_pages, int kv_heads, int page
     return s;
   }
   s.data = Buffer::empty_exact({num_pages, kv_heads, page_size, dim}, dense_dtype(type), stream);
-  fill(s.data.reshape({-1}).slice(0, 0, s.data.numel()).reshape({s.data.numel()}), 0.0, stream);
+  fill(s.data, 0.0, stream);
   if (type == KvType::fp8) {
     s.scales = Buffer::empty_exact({kv_heads}, DType::f32, stream);
     fill(s.scales, 1.0, stream);
@@ -119,9 +116,7 @@ KvStore KvStore::allocate(KvType type, int64_t num_pages, int kv_heads, int page
   return s;
 }
 
-int64_t KvStore::bytes() const {
-  return data.nbytes() + (scales.defined() ? scales.nbytes() : 0);
-}
+int64_t KvStore::bytes() const { return data.nbytes() + (scales.defined() ? scales.nbytes() : 0); }
 
 void KvStore::validate(const char* op) const {
   if (!data.defined()) throw Error(op, "cache store is undefined");
@@ -132,11 +127,13 @@ void KvStore::validate(const char* op) const {
   tq::require_dim(dim, op);
   data.require_dtype(dense_dtype(type), op, "cache data");
   if (data.rank() != 4 || data.dim(3) != dim) {
-    throw Error(op, std::string(kv_type_name(type)) + " cache data must be [pages, kv_heads, "
-                    "page_size, " + str(dim) + "], got " + data.describe());
+    throw Error(op, std::string(kv_type_name(type)) +
+                        " cache data must be [pages, kv_heads, "
+                        "page_size, " +
+                        str(dim) + "], got " + data.describe());
   }
   data.require_contiguous(op, "cache data");
-  require_page_size(data.dim(2), op);
+  ops_detail::require_page_size(data.dim(2), op);
   if (type == KvType::fp8) {
     if (!scales.defined() || scales.dtype() != DType::f32 || scales.shape() != Shape{data.dim(1)}) {
       throw Error(op, "fp8 cache scales must be f32 [kv_heads]");
@@ -160,7 +157,8 @@ TqCache KvStore::as_tq() const {
 void KvLayerStorage::validate(const char* op) const {
   k.validate(op);
   v.validate(op);
-  if (kv_type_is_tq(k.type) != kv_type_is_tq(v.type) || (!kv_type_is_tq(k.type) && k.type != v.type)) {
+  if (kv_type_is_tq(k.type) != kv_type_is_tq(v.type) ||
+      (!kv_type_is_tq(k.type) && k.type != v.type)) {
     throw Error(op, "K " + std::string(kv_type_name(k.type)) + " with V " +
                         std::string(kv_type_name(v.type)) +
                         ": K and V must be of one dense type, or both TurboQuant (any bit widths)");
@@ -232,7 +230,8 @@ void kv_append(const Buffer& k, const Buffer& v, const Buffer& slots, const KvLa
     if (stream.device().is_cpu()) {
       cpu::kv_write(*xs[i], slots, s, calibrate, value_site, index_site, stream);
     } else {
-      MLXN_CUDA_BACKEND(cuda::kv_write(*xs[i], slots, s, calibrate, value_site, index_site, stream));
+      MLXN_CUDA_BACKEND(
+          cuda::kv_write(*xs[i], slots, s, calibrate, value_site, index_site, stream));
     }
   }
 }
@@ -262,8 +261,10 @@ void decode_attention(const Buffer& q, const KvLayerStorage& layer, const Buffer
   const int dim = layer.k.dim;
   const int kv_heads = layer.k.kv_heads();
   if (q.rank() != 4 || q.dim(3) != dim || q.dim(2) % kv_heads != 0 || q.dim(2) == 0) {
-    throw Error(op, "q must be [batch, q_len, q_heads, " + str(dim) + "] with q_heads a multiple "
-                    "of the cache's " + str(kv_heads) + " kv_heads, got " + q.describe());
+    throw Error(op, "q must be [batch, q_len, q_heads, " + str(dim) +
+                        "] with q_heads a multiple "
+                        "of the cache's " +
+                        str(kv_heads) + " kv_heads, got " + q.describe());
   }
   q.require_contiguous(op, "q");
   out.require_contiguous(op, "out");
@@ -287,9 +288,10 @@ void decode_attention(const Buffer& q, const KvLayerStorage& layer, const Buffer
     }
     const int64_t ring_slots = int64_t{layer.ring_pages} * layer.k.page_size();
     if (params.window == 0 || params.window + q_len - 1 > ring_slots) {
-      throw Error(op, "a ring of " + str(ring_slots) + " slots needs window > 0 and window + q_len "
-                      "- 1 <= its slots (window " + str(params.window) + ", q_len " + str(q_len) +
-                      ")");
+      throw Error(op, "a ring of " + str(ring_slots) +
+                          " slots needs window > 0 and window + q_len "
+                          "- 1 <= its slots (window " +
+                          str(params.window) + ", q_len " + str(q_len) + ")");
     }
   }
   if (params.sinks.defined()) {
@@ -320,10 +322,12 @@ void decode_attention(const Buffer& q, const KvLayerStorage& layer, const Buffer
   job.softcap = params.softcap;
   job.window = params.window;
   // Only sizes the split count: a ring layer never attends more than window + q_len - 1 keys.
-  job.max_length = params.max_length > 0 ? params.max_length
+  job.max_length = params.max_length > 0  ? params.max_length
                    : layer.ring_pages > 0 ? params.window + q_len - 1
                                           : capacity;
-  job.index_site = register_error_site(op, "lengths/page_table");
+  static const uint32_t index_site =
+      register_error_site(op, "lengths/page_table");  // once, not per step
+  job.index_site = index_site;
   if (stream.device().is_cpu()) {
     cpu::decode_attention(job, stream);
   } else {
@@ -338,11 +342,12 @@ KvCache::KvCache(KvCacheConfig config, const Stream& stream)
   const char* op = "kv_cache";
   const auto& c = config_;
   tq::require_dim(c.head_dim, op);
-  require_page_size(c.page_size, op);
+  ops_detail::require_page_size(c.page_size, op);
   if (c.kv_heads <= 0 || c.layers.empty() || c.max_sequences <= 0 || c.max_query_tokens < 1 ||
       c.max_query_tokens > 8) {
-    throw Error(op, "kv_heads and layers must be positive, max_sequences >= 1 and "
-                    "max_query_tokens 1..8");
+    throw Error(op,
+                "kv_heads and layers must be positive, max_sequences >= 1 and "
+                "max_query_tokens 1..8");
   }
   bool any_full = false;
   std::map<int, int> group_of_window;
@@ -368,8 +373,8 @@ KvCache::KvCache(KvCacheConfig config, const Stream& stream)
     if (inserted) {
       Group g;
       g.window = l.window;
-      g.ring_pages = static_cast<int>((l.window + c.max_query_tokens - 1 + c.page_size - 1) /
-                                      c.page_size);
+      g.ring_pages =
+          static_cast<int>((l.window + c.max_query_tokens - 1 + c.page_size - 1) / c.page_size);
       // One extra page takes the writes of tokens that a long append pushes out of the ring
       // before they land (they would race for the same slots otherwise); nothing reads it.
       g.num_pages = int64_t{c.max_sequences} * g.ring_pages + 1;
@@ -381,10 +386,12 @@ KvCache::KvCache(KvCacheConfig config, const Stream& stream)
     if (g.num_pages == 0) continue;
     const int64_t usable = g.ring_pages > 0 ? g.num_pages - 1 : g.num_pages;
     g.free.resize(static_cast<size_t>(usable));
-    for (int64_t i = 0; i < usable; ++i) g.free[static_cast<size_t>(i)] = static_cast<int32_t>(usable - 1 - i);
+    for (int64_t i = 0; i < usable; ++i)
+      g.free[static_cast<size_t>(i)] = static_cast<int32_t>(usable - 1 - i);
     std::vector<int32_t> ids(static_cast<size_t>(g.num_pages));
     std::iota(ids.begin(), ids.end(), 0);
-    g.page_ids = Buffer::from_host(std::span<const int32_t>(ids), {g.num_pages}, DType::i32, stream);
+    g.page_ids =
+        Buffer::from_host(std::span<const int32_t>(ids), {g.num_pages}, DType::i32, stream);
   }
   for (size_t i = 0; i < c.layers.size(); ++i) {
     const auto& l = c.layers[i];
@@ -400,8 +407,10 @@ KvCache::KvCache(KvCacheConfig config, const Stream& stream)
                                             std::tuple{l.v, l.v_fp8_scale, &s.v, &pending.v}}) {
       if (type != KvType::fp8) continue;
       if (scale < 0.0f) throw Error(op, "fp8 scale must be >= 0");
-      if (scale > 0.0f) fill(store->scales, scale, stream);
-      else *flag = true;
+      if (scale > 0.0f)
+        fill(store->scales, scale, stream);
+      else
+        *flag = true;
     }
     fp8_pending_.push_back(pending);
     layers_.push_back(std::move(s));
@@ -425,18 +434,20 @@ int KvCache::add_sequence() {
   throw Error("kv_cache", "all " + str(config_.max_sequences) + " sequences are in use");
 }
 
-namespace {
-void require_live(const std::vector<bool>& live, int sequence) {
-  if (sequence < 0 || sequence >= static_cast<int>(live.size()) || !live[static_cast<size_t>(sequence)]) {
-    throw Error("kv_cache", "sequence " + std::to_string(sequence) + " is not a live sequence");
+void KvCache::require_live(int sequence) const {
+  if (sequence < 0 || sequence >= static_cast<int>(sequences_.size()) ||
+      !sequences_[static_cast<size_t>(sequence)].live) {
+    throw Error("kv_cache", "sequence " + str(sequence) + " is not a live sequence");
   }
 }
-}  // namespace
+
+int64_t KvCache::pages_for(const Group& group, int64_t length) const {
+  const int64_t pages = (length + config_.page_size - 1) / config_.page_size;
+  return group.ring_pages > 0 ? std::min<int64_t>(group.ring_pages, pages) : pages;
+}
 
 void KvCache::free_sequence(int sequence) {
-  std::vector<bool> live;
-  for (const auto& s : sequences_) live.push_back(s.live);
-  require_live(live, sequence);
+  require_live(sequence);
   auto& s = sequences_[static_cast<size_t>(sequence)];
   for (size_t g = 0; g < groups_.size(); ++g) {
     auto& pages = s.pages[g];
@@ -447,9 +458,7 @@ void KvCache::free_sequence(int sequence) {
 }
 
 int64_t KvCache::length(int sequence) const {
-  std::vector<bool> live;
-  for (const auto& s : sequences_) live.push_back(s.live);
-  require_live(live, sequence);
+  require_live(sequence);
   return sequences_[static_cast<size_t>(sequence)].length;
 }
 
@@ -460,14 +469,12 @@ KvStep KvCache::plan(std::span<const int> sequences, std::span<const int> new_to
   if (sequences.size() != new_tokens.size() || sequences.empty()) {
     throw Error(op, "plan needs one token count per sequence and at least one sequence");
   }
-  std::vector<bool> live;
-  for (const auto& s : sequences_) live.push_back(s.live);
   std::vector<bool> seen(sequences_.size(), false);
   const int P = config_.page_size;
   // Pages each group must hand out, checked before anything changes.
   std::vector<int64_t> need(groups_.size(), 0);
   for (size_t i = 0; i < sequences.size(); ++i) {
-    require_live(live, sequences[i]);
+    require_live(sequences[i]);
     if (seen[static_cast<size_t>(sequences[i])]) {
       throw Error(op, "sequence " + str(sequences[i]) + " appears twice in one step");
     }
@@ -478,9 +485,7 @@ KvStep KvCache::plan(std::span<const int> sequences, std::span<const int> new_to
     if (len > INT32_MAX) throw Error(op, "sequence longer than 2^31 tokens");
     for (size_t g = 0; g < groups_.size(); ++g) {
       if (groups_[g].num_pages == 0) continue;
-      const int64_t want = groups_[g].ring_pages > 0
-                               ? std::min<int64_t>(groups_[g].ring_pages, (len + P - 1) / P)
-                               : (len + P - 1) / P;
+      const int64_t want = pages_for(groups_[g], len);
       need[g] += std::max<int64_t>(0, want - static_cast<int64_t>(s.pages[g].size()));
     }
   }
@@ -500,15 +505,15 @@ KvStep KvCache::plan(std::span<const int> sequences, std::span<const int> new_to
   std::vector<std::vector<int32_t>> slots(groups_.size()), tables(groups_.size());
   std::vector<int64_t> widths(groups_.size(), 1);
   for (size_t g = 0; g < groups_.size(); ++g)
-    if (groups_[g].ring_pages > 0) widths[g] = groups_[g].ring_pages;  // decode_attention needs the whole ring
+    if (groups_[g].ring_pages > 0)
+      widths[g] = groups_[g].ring_pages;  // decode_attention needs the whole ring
   for (size_t i = 0; i < sequences.size(); ++i) {
     auto& s = sequences_[static_cast<size_t>(sequences[i])];
     const int64_t start = s.length, len = s.length + new_tokens[i];
     for (size_t g = 0; g < groups_.size(); ++g) {
       Group& gr = groups_[g];
       if (gr.num_pages == 0) continue;
-      const int64_t want = gr.ring_pages > 0 ? std::min<int64_t>(gr.ring_pages, (len + P - 1) / P)
-                                             : (len + P - 1) / P;
+      const int64_t want = pages_for(gr, len);
       while (static_cast<int64_t>(s.pages[g].size()) < want) {
         s.pages[g].push_back(gr.free.back());
         gr.free.pop_back();
@@ -540,7 +545,8 @@ KvStep KvCache::plan(std::span<const int> sequences, std::span<const int> new_to
     auto& table = tables[g];
     table.assign(static_cast<size_t>(batch * widths[g]), 0);
     for (int64_t b = 0; b < batch; ++b) {
-      const auto& pages = sequences_[static_cast<size_t>(sequences[static_cast<size_t>(b)])].pages[g];
+      const auto& pages =
+          sequences_[static_cast<size_t>(sequences[static_cast<size_t>(b)])].pages[g];
       std::copy(pages.begin(), pages.end(), table.begin() + b * widths[g]);
     }
     step.page_tables.push_back(Buffer::from_host(std::span<const int32_t>(table),
@@ -579,11 +585,12 @@ std::string KvCache::memory_report() const {
   std::string r;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const auto& l = layers_[i];
-    r += "layer " + str(static_cast<int64_t>(i)) + ": K " + std::string(kv_type_name(l.k.type)) +
-         " " + str(l.k.bytes()) + " B, V " + std::string(kv_type_name(l.v.type)) + " " +
-         str(l.v.bytes()) + " B, " + str(l.k.num_pages()) + " pages" +
-         (l.window > 0 ? ", window " + str(l.window) + " (ring of " + str(l.ring_pages) + ")" : "") +
-         "\n";
+    r +=
+        "layer " + str(static_cast<int64_t>(i)) + ": K " + std::string(kv_type_name(l.k.type)) +
+        " " + str(l.k.bytes()) + " B, V " + std::string(kv_type_name(l.v.type)) + " " +
+        str(l.v.bytes()) + " B, " + str(l.k.num_pages()) + " pages" +
+        (l.window > 0 ? ", window " + str(l.window) + " (ring of " + str(l.ring_pages) + ")" : "") +
+        "\n";
   }
   r += "total: " + str(memory_bytes()) + " B\n";
   return r;

@@ -1,6 +1,5 @@
 #include "mlxn/ops/turboquant.h"
 
-#include <bit>
 #include <string>
 
 #include "backend/cpu/turboquant.h"
@@ -20,12 +19,6 @@ namespace {
 
 std::string str(int64_t v) { return std::to_string(v); }
 
-void require_page_size(int64_t page_size, const char* op) {
-  if (page_size < 16 || !std::has_single_bit(static_cast<uint64_t>(page_size))) {
-    throw Error(op, "page_size " + str(page_size) + " must be a power of two >= 16");
-  }
-}
-
 void require_i32_vector(const Buffer& b, const char* op, const char* name) {
   b.require_dtype(DType::i32, op, name);
   if (b.rank() != 1) throw Error(op, std::string(name) + " must be 1-D, got " + b.describe());
@@ -38,7 +31,7 @@ TqCache TqCache::allocate(int64_t num_pages, int kv_heads, int page_size, int di
                           const Stream& stream) {
   tq::require_bits(bits, "tq_cache");
   tq::require_dim(dim, "tq_cache");
-  require_page_size(page_size, "tq_cache");
+  ops_detail::require_page_size(page_size, "tq_cache");
   if (num_pages <= 0 || kv_heads <= 0) {
     throw Error("tq_cache", "num_pages " + str(num_pages) + " and kv_heads " + str(kv_heads) +
                                 " must be positive");
@@ -74,7 +67,7 @@ void TqCache::validate(const char* op) const {
     throw Error(op, "cache scales " + shape_str(scales.shape()) + " do not match payload " +
                         shape_str(payload.shape()));
   }
-  require_page_size(payload.dim(2), op);
+  ops_detail::require_page_size(payload.dim(2), op);
   payload.require_contiguous(op, "cache payload");
   scales.require_contiguous(op, "cache scales");
   if (payload.device() != scales.device())

@@ -25,7 +25,7 @@ namespace mlxn {
 // What one cached vector is stored as. fp8 is e4m3 with one f32 scale per (layer, kv-head).
 enum class KvType : uint8_t { bf16, f16, fp8, tq2, tq3, tq4, tq5, tq6, tq8 };
 
-std::string_view kv_type_name(KvType type);  // "bf16", "fp8", "tq4", ...
+std::string_view kv_type_name(KvType type);   // "bf16", "fp8", "tq4", ...
 KvType parse_kv_type(std::string_view name);  // throws Error naming the valid names
 int kv_type_bits(KvType type);                // bits per element: 16, 8, or the TurboQuant bits
 bool kv_type_is_tq(KvType type);
@@ -79,11 +79,11 @@ void kv_append(const Buffer& k, const Buffer& v, const Buffer& slots, const KvLa
                std::string_view label = "cache");
 
 struct DecodeAttentionParams {
-  float scale = 0.0f;    // softmax scale, > 0 (usually 1/sqrt(head_dim))
-  float softcap = 0.0f;  // > 0: each logit s becomes softcap * tanh(s / softcap)
-  int window = 0;        // > 0: the query at position p sees keys p - window + 1 .. p
-  Buffer sinks;          // optional f32 [q_heads]: one logit per head that joins the softmax
-                         // denominator and carries no value (attention sinks)
+  float scale = 0.0f;      // softmax scale, > 0 (usually 1/sqrt(head_dim))
+  float softcap = 0.0f;    // > 0: each logit s becomes softcap * tanh(s / softcap)
+  int window = 0;          // > 0: the query at position p sees keys p - window + 1 .. p
+  Buffer sinks;            // optional f32 [q_heads]: one logit per head that joins the softmax
+                           // denominator and carries no value (attention sinks)
   int64_t max_length = 0;  // optional upper bound of `lengths`; sizes the split count (0: the
                            // page tables' capacity)
 };
@@ -113,10 +113,10 @@ struct KvLayerConfig {
 struct KvCacheConfig {
   int kv_heads = 0;
   int head_dim = 0;
-  int page_size = 16;          // a power of two >= 16
-  int64_t num_pages = 0;       // pages shared by the full-attention layers' sequences
-  int max_sequences = 1;       // live sequences at once (sizes the sliding-window rings)
-  int max_query_tokens = 8;    // most tokens appended to one sequence in a decode step
+  int page_size = 16;        // a power of two >= 16
+  int64_t num_pages = 0;     // pages shared by the full-attention layers' sequences
+  int max_sequences = 1;     // live sequences at once (sizes the sliding-window rings)
+  int max_query_tokens = 8;  // most tokens appended to one sequence in a decode step
   std::vector<KvLayerConfig> layers;
 };
 
@@ -144,10 +144,10 @@ class KvCache {
   int num_layers() const { return static_cast<int>(layers_.size()); }
   const KvLayerStorage& layer(int index) const;
 
-  int add_sequence();              // a new, empty sequence; throws past max_sequences
+  int add_sequence();                // a new, empty sequence; throws past max_sequences
   void free_sequence(int sequence);  // returns its pages to the pool
   int64_t length(int sequence) const;
-  int64_t free_pages() const;      // of the full-attention pool
+  int64_t free_pages() const;  // of the full-attention pool
 
   // Plans a step that appends new_tokens[i] tokens to sequences[i]: takes the pages they need
   // (throws, changing nothing, when the pool is short) and uploads slots, page tables and
@@ -175,6 +175,10 @@ class KvCache {
     int64_t length = 0;
     std::vector<std::vector<int32_t>> pages;  // per group
   };
+  void require_live(int sequence) const;  // throws unless `sequence` is a live sequence's id
+  // Pages a sequence of `length` tokens holds in `group` (a ring never more than its size).
+  int64_t pages_for(const Group& group, int64_t length) const;
+
   KvCacheConfig config_;
   Stream stream_;
   std::vector<Group> groups_;

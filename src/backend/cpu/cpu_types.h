@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "mlxn/core/buffer.h"
+#include "mlxn/core/dispatch.h"
 #include "mlxn/core/float_types.h"
 
 namespace mlxn::cpu {
@@ -88,6 +89,23 @@ void for_each_element(const Shape& shape, const std::array<const Buffer*, N>& op
       index[d] = 0;
     }
   }
+}
+
+// Element `index` of a contiguous f32 / bf16 / f16 buffer as f32, and an f32 stored into one
+// (rounded once): for the reference ops that read mixed float dtypes element by element.
+inline float load_float(const Buffer& b, int64_t index) {
+  float v = 0;
+  dispatch_dtype<DTypeList<DType::f32, DType::bf16, DType::f16>>("cpu", b.dtype(), [&](auto tag) {
+    using T = host_type_t<decltype(tag)::value>;
+    v = to_f32(b.data_as<const T>()[index]);
+  });
+  return v;
+}
+inline void store_float(const Buffer& b, int64_t index, float value) {
+  dispatch_dtype<DTypeList<DType::f32, DType::bf16, DType::f16>>("cpu", b.dtype(), [&](auto tag) {
+    using T = host_type_t<decltype(tag)::value>;
+    b.data_as<T>()[index] = from_f32<T>(value);
+  });
 }
 
 }  // namespace mlxn::cpu

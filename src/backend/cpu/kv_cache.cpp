@@ -17,20 +17,6 @@ namespace mlxn::cpu {
 
 namespace {
 
-template <class F>
-void for_float_dtype(DType dtype, F&& f) {
-  dispatch_dtype<DTypeList<DType::f32, DType::bf16, DType::f16>>("kv_cache", dtype, f);
-}
-
-float load_as_f32(const Buffer& b, int64_t index) {
-  float v = 0;
-  for_float_dtype(b.dtype(), [&](auto tag) {
-    using T = host_type_t<decltype(tag)::value>;
-    v = to_f32(b.data_as<const T>()[index]);
-  });
-  return v;
-}
-
 // R x (or R^T x) in double: the signs and the unnormalised transform of the codec.
 void rotate_f64(std::vector<double>& v, bool inverse) {
   const int dim = static_cast<int>(v.size());
@@ -58,15 +44,18 @@ void load_cached_vector(const KvStore& store, int64_t slot, int head, float* out
   const int64_t row = (slot / P * heads + head) * P + slot % P;
   switch (store.type) {
     case KvType::bf16:
-      for (int j = 0; j < dim; ++j) out[j] = to_f32(store.data.data_as<const BFloat16>()[row * dim + j]);
+      for (int j = 0; j < dim; ++j)
+        out[j] = to_f32(store.data.data_as<const BFloat16>()[row * dim + j]);
       return;
     case KvType::f16:
-      for (int j = 0; j < dim; ++j) out[j] = to_f32(store.data.data_as<const Half>()[row * dim + j]);
+      for (int j = 0; j < dim; ++j)
+        out[j] = to_f32(store.data.data_as<const Half>()[row * dim + j]);
       return;
     case KvType::fp8: {
       const float scale = store.scales.data_as<const float>()[head];
       for (int j = 0; j < dim; ++j)
-        out[j] = float_bits::f8e4m3_to_f32(store.data.data_as<const uint8_t>()[row * dim + j]) * scale;
+        out[j] =
+            float_bits::f8e4m3_to_f32(store.data.data_as<const uint8_t>()[row * dim + j]) * scale;
       return;
     }
     default: {
@@ -92,7 +81,7 @@ void kv_write(const Buffer& x, const Buffer& slots, const KvStore& store, bool c
         float amax = 0;
         for (int64_t t = 0; t < tokens; ++t)
           for (int j = 0; j < dim; ++j) {
-            const float a = std::fabs(load_as_f32(x, (t * heads + h) * dim + j));
+            const float a = std::fabs(load_float(x, (t * heads + h) * dim + j));
             if (std::isfinite(a)) amax = std::max(amax, a);
           }
         store.scales.data_as<float>()[h] = amax > 0 ? amax / 448.0f : 1.0f;
@@ -107,7 +96,7 @@ void kv_write(const Buffer& x, const Buffer& slots, const KvStore& store, bool c
         bool finite = true;
         float bad = 0;
         for (int j = 0; j < dim; ++j) {
-          v[j] = load_as_f32(x, (t * heads + h) * dim + j);
+          v[j] = load_float(x, (t * heads + h) * dim + j);
           if (!std::isfinite(v[j]) && finite) {
             finite = false;
             bad = v[j];
@@ -121,7 +110,9 @@ void kv_write(const Buffer& x, const Buffer& slots, const KvStore& store, bool c
         for (int j = 0; j < dim; ++j) {
           const int64_t e = row * dim + j;
           switch (store.type) {
-            case KvType::bf16: store.data.data_as<BFloat16>()[e] = from_f32<BFloat16>(v[j]); break;
+            case KvType::bf16:
+              store.data.data_as<BFloat16>()[e] = from_f32<BFloat16>(v[j]);
+              break;
             case KvType::f16:  // saturated, as on the GPU: the cache never holds an infinity
               store.data.data_as<Half>()[e] = from_f32<Half>(std::clamp(v[j], -65504.0f, 65504.0f));
               break;
@@ -153,8 +144,8 @@ void decode_attention(const attention::DecodeJob& job_in, const Stream& stream) 
     std::vector<double> scores;
     for (int b = 0; b < job.batch; ++b) {
       const int64_t len = lens[b];
-      const bool bad_length = len < job.q_len || (layer.ring_pages == 0 &&
-                                                  len > int64_t{job.table_width} * P);
+      const bool bad_length =
+          len < job.q_len || (layer.ring_pages == 0 && len > int64_t{job.table_width} * P);
       if (bad_length) {
         report_device_error(flag, DeviceErrorCode::index_out_of_range, job.index_site, b, len, 0);
       }
@@ -164,7 +155,7 @@ void decode_attention(const attention::DecodeJob& job_in, const Stream& stream) 
         for (int h = 0; h < job.q_heads; ++h) {
           const int kvh = h / group;
           const int64_t qrow = (int64_t{b} * job.q_len + i) * job.q_heads + h;
-          for (int j = 0; j < D; ++j) qv[j] = load_as_f32(q, qrow * D + j);
+          for (int j = 0; j < D; ++j) qv[j] = load_float(q, qrow * D + j);
           if (tq) rotate_f64(qv, false);
           std::fill(acc.begin(), acc.end(), 0.0);
           scores.clear();
@@ -212,13 +203,7 @@ void decode_attention(const attention::DecodeJob& job_in, const Stream& stream) 
           }
           if (!ok) std::fill(acc.begin(), acc.end(), 0.0);
           if (tq) rotate_f64(acc, true);
-          for (int j = 0; j < D; ++j) {
-            if (out.dtype() == DType::f32) {
-              out.data_as<float>()[qrow * D + j] = static_cast<float>(acc[j]);
-            } else {
-              out.data_as<BFloat16>()[qrow * D + j] = from_f32<BFloat16>(static_cast<float>(acc[j]));
-            }
-          }
+          for (int j = 0; j < D; ++j) store_float(out, qrow * D + j, static_cast<float>(acc[j]));
         }
       }
     }

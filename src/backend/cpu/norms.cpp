@@ -4,31 +4,8 @@
 #include <vector>
 
 #include "backend/cpu/cpu_types.h"
-#include "mlxn/core/dispatch.h"
 
 namespace mlxn::cpu {
-
-namespace {
-
-using FloatDTypes = DTypeList<DType::f32, DType::bf16, DType::f16>;
-
-double load(const Buffer& b, int64_t i) {
-  double v = 0;
-  dispatch_dtype<FloatDTypes>("norm", b.dtype(), [&](auto tag) {
-    using T = host_type_t<decltype(tag)::value>;
-    v = to_f32(b.data_as<const T>()[i]);
-  });
-  return v;
-}
-
-void store(const Buffer& b, int64_t i, double v) {
-  dispatch_dtype<FloatDTypes>("norm", b.dtype(), [&](auto tag) {
-    using T = host_type_t<decltype(tag)::value>;
-    b.data_as<T>()[i] = from_f32<T>(static_cast<float>(v));
-  });
-}
-
-}  // namespace
 
 void normalize(const norms::Job& job, const Stream& stream) {
   stream.submit_host([job] {
@@ -37,11 +14,12 @@ void normalize(const norms::Job& job, const Stream& stream) {
     for (int64_t r = 0; r < job.rows; ++r) {
       const int64_t base = r * n;
       for (int64_t i = 0; i < n; ++i) {
-        double v = load(job.x, base + i);
+        double v = load_float(job.x, base + i);
         if (job.residual.defined()) {
           // The sum is stored first and normalised as stored, like the model's residual stream.
-          store(job.sum_out, base + i, v + load(job.residual, base + i));
-          v = load(job.sum_out, base + i);
+          store_float(job.sum_out, base + i,
+                      static_cast<float>(v + load_float(job.residual, base + i)));
+          v = load_float(job.sum_out, base + i);
         }
         s[static_cast<size_t>(i)] = v;
       }
@@ -58,11 +36,11 @@ void normalize(const norms::Job& job, const Stream& stream) {
       for (int64_t i = 0; i < n; ++i) {
         double y = (s[static_cast<size_t>(i)] - mean) * inv;
         if (job.weight.defined()) {
-          const double w = load(job.weight, i);
+          const double w = load_float(job.weight, i);
           y *= job.weight_mode == RmsWeight::one_plus ? 1.0 + w : w;
         }
-        if (job.bias.defined()) y += load(job.bias, i);
-        store(job.out, base + i, y);
+        if (job.bias.defined()) y += load_float(job.bias, i);
+        store_float(job.out, base + i, static_cast<float>(y));
       }
     }
   });
