@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from timing import time_us
+from timing import graph_time_us, sync_quietly, time_us
 
 PEER = "torch " + torch.__version__
 SHAPES = [(32, 8, 128), (64, 8, 128), (16, 8, 256), (16, 2, 512)]
@@ -19,32 +19,6 @@ BATCHES = [1, 16]
 CONTEXTS = [4096, 32768, 131072]
 BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
 TOL = 2e-2
-
-
-def sync_quietly():
-    try:
-        torch.cuda.synchronize()
-    except Exception:
-        pass
-
-
-def graph_time_us(fn, runs):
-    """fn timed as a CUDA graph replay, so Python dispatch stays out of the timed region (the mlxn
-    side is timed the same way); eager when capture fails. Returns (us, mode)."""
-    try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
-        return time_us(graph.replay, 5, runs), "graph"
-    except Exception:
-        sync_quietly()
-        return time_us(fn, 5, runs), "eager"
 
 
 def run_case(hq, hkv, d, b, ctx):

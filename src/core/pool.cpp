@@ -62,6 +62,11 @@ struct FreeBlock {
   std::vector<Event> others_done;   // same, for other streams that used the block
   bool needs_device_sync = false;   // freed during capture: no event could be recorded
 
+  // While `stream` captures a graph no event may be queried: only a block this stream freed,
+  // with no other stream's use pending, is known to be safe (the graph runs after that use).
+  bool reusable_during_capture(const Stream& stream) const {
+    return !needs_device_sync && others_done.empty() && stream == owner;
+  }
   bool reusable_on(const Stream& stream) const {
     if (needs_device_sync) return false;
     for (const Event& e : others_done)
@@ -173,12 +178,13 @@ struct PoolCore : std::enable_shared_from_this<PoolCore> {
     const int64_t capacity = kind == AllocationKind::cached
                                  ? BufferPool::size_class(bytes)
                                  : round_up(std::max<int64_t>(bytes, 1), kGranule);
+    const bool capturing = device.is_cuda() && stream.is_capturing();
     std::lock_guard lock(mutex);
     ++stats.allocations;
     void* data = nullptr;
     auto [first, last] = free_blocks.equal_range(capacity);
     for (auto it = first; it != last; ++it) {
-      if (it->second.reusable_on(stream)) {
+      if (capturing ? it->second.reusable_during_capture(stream) : it->second.reusable_on(stream)) {
         data = it->second.data;
         free_blocks.erase(it);
         stats.cached_bytes -= capacity;

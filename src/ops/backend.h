@@ -2,7 +2,12 @@
 // retention, and the CUDA call guard for builds without the CUDA backend.
 #pragma once
 
+#include <algorithm>
+#include <functional>
 #include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "mlxn/core/buffer.h"
 #include "mlxn/core/stream.h"
@@ -35,6 +40,60 @@ inline void require_same_shape(const char* op, const Buffer& a, const char* a_na
   if (a.shape() != b.shape()) {
     throw Error(op, std::string(a_name) + " " + shape_str(a.shape()) + " and " + b_name + " " +
                         shape_str(b.shape()) + " differ in shape");
+  }
+}
+
+// Two views of one dtype, shape and strides, whose starts are whole elements apart, share an
+// element only if that distance is a sum of c_d * stride_d with |c_d| < extent_d. When the axes
+// nest (each stride beyond the span of the smaller ones) only the two multiples of each stride
+// nearest the remaining distance can work, so the search is exact and short. This is what tells
+// the gate and up halves of a fused [M, 2I] buffer apart: their ranges interleave, their
+// elements do not meet. False when the views are not such translates (undecided).
+inline bool disjoint_translates(const Buffer& a, const Buffer& b) {
+  if (a.dtype() != b.dtype() || a.shape() != b.shape() || a.strides() != b.strides()) return false;
+  const int64_t size = a.element_size(), gap = b.offset_bytes() - a.offset_bytes();
+  if (gap % size != 0) return false;
+  std::vector<std::pair<int64_t, int64_t>> axes;  // (stride, extent), largest stride first
+  for (int d = 0; d < a.rank(); ++d) {
+    if (a.shape()[d] > 1 && a.strides()[d] != 0) axes.emplace_back(a.strides()[d], a.shape()[d]);
+  }
+  std::sort(axes.begin(), axes.end(), std::greater<>());
+  int64_t span = 0;
+  for (size_t k = axes.size(); k-- > 0;) {
+    if (axes[k].first <= span) return false;
+    span += (axes[k].second - 1) * axes[k].first;
+  }
+  const auto meets = [&axes](const auto& self, int64_t rest, size_t k) -> bool {
+    if (k == axes.size()) return rest == 0;
+    const auto [stride, extent] = axes[k];
+    const int64_t below = rest >= 0 ? rest / stride : -((stride - 1 - rest) / stride);
+    for (const int64_t c : {below, below + 1}) {
+      if (c > -extent && c < extent && self(self, rest - c * stride, k + 1)) return true;
+    }
+    return false;
+  };
+  return !meets(meets, gap / size, 0);
+}
+
+// Exact aliasing (the same view, same dtype) is fine for ops where each output element is
+// computed from inputs read before it is written; partial overlap would make the result depend
+// on execution order.
+inline void require_no_partial_overlap(const char* op, const Buffer& in, const char* name,
+                                       const Buffer& out) {
+  if (in.allocation() != out.allocation()) return;
+  if (in.offset_bytes() == out.offset_bytes() && in.dtype() == out.dtype() &&
+      in.strides() == out.strides() && in.shape() == out.shape()) {
+    return;
+  }
+  const auto extent = [](const Buffer& b) {
+    int64_t lo = b.offset_bytes(), hi = b.offset_bytes() + b.element_size();
+    for (int d = 0; d < b.rank(); ++d) hi += (b.shape()[d] - 1) * b.strides()[d] * b.element_size();
+    return std::make_pair(lo, hi);
+  };
+  const auto [a0, a1] = extent(in);
+  const auto [b0, b1] = extent(out);
+  if (a0 < b1 && b0 < a1 && !disjoint_translates(in, out)) {
+    throw Error(op, std::string(name) + " overlaps out without being the same view");
   }
 }
 

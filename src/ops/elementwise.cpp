@@ -11,27 +11,6 @@ namespace mlxn {
 
 namespace {
 
-// Exact aliasing is fine (each element is read before it is written, by the same thread);
-// partial overlap would make the result depend on execution order.
-void require_no_partial_overlap(const char* op, const Buffer& in, const char* name,
-                                const Buffer& out) {
-  if (in.allocation() != out.allocation()) return;
-  if (in.offset_bytes() == out.offset_bytes() && in.strides() == out.strides() &&
-      in.shape() == out.shape()) {
-    return;
-  }
-  const auto extent = [](const Buffer& b) {
-    int64_t lo = b.offset_bytes(), hi = b.offset_bytes() + b.element_size();
-    for (int d = 0; d < b.rank(); ++d) hi += (b.shape()[d] - 1) * b.strides()[d] * b.element_size();
-    return std::make_pair(lo, hi);
-  };
-  const auto [a0, a1] = extent(in);
-  const auto [b0, b1] = extent(out);
-  if (a0 < b1 && b0 < a1) {
-    throw Error(op, std::string(name) + " overlaps out without being the same view");
-  }
-}
-
 Buffer broadcast_input(const char* op, const Buffer& in, const char* name, const Buffer& out) {
   if (in.dtype() != out.dtype()) {
     throw Error(op, std::string(name) + " is " + in.describe() + " but out is " + out.describe() +
@@ -52,8 +31,8 @@ void binary_op(BinaryOp kind, const char* op, const Buffer& a, const Buffer& b, 
   dispatch_dtype<ComputeDTypes>(op, out.dtype(), [](auto) {});
   const Buffer ab = broadcast_input(op, a, "a", out);
   const Buffer bb = broadcast_input(op, b, "b", out);
-  require_no_partial_overlap(op, ab, "a", out);
-  require_no_partial_overlap(op, bb, "b", out);
+  ops_detail::require_no_partial_overlap(op, ab, "a", out);
+  ops_detail::require_no_partial_overlap(op, bb, "b", out);
   if (stream.device().is_cpu()) {
     cpu::binary(kind, ab, bb, out, stream);
   } else {
@@ -82,7 +61,7 @@ void scale(const Buffer& x, ScalarArg factor, const Buffer& out, const Stream& s
     }
   }
   const Buffer xb = broadcast_input("scale", x, "x", out);
-  require_no_partial_overlap("scale", xb, "x", out);
+  ops_detail::require_no_partial_overlap("scale", xb, "x", out);
   if (stream.device().is_cpu()) {
     cpu::scale(xb, factor, out, stream);
   } else {

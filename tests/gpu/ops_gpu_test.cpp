@@ -248,3 +248,66 @@ TEST(GpuOps, BuffersOnTheWrongDeviceAreRejected) {
   EXPECT_THROW(scale(g, ScalarArg::from_buffer(Buffer::empty({1}, DType::f32, p.cpu)), g, p.gpu),
                Error);
 }
+
+// Row-pitched views (2-D after merging, inner stride 1, rows a whole number of 16-byte packs
+// apart: the engine's per-row pack path), and the same shapes when the rows or the start break
+// the pack alignment (the strided loop): every op bit for bit against the CPU, the padding
+// between rows untouched.
+TEST(GpuOps, RowPitchedViewsMatchCpu) {
+  MLXN_REQUIRE_CUDA();
+  const test::CpuGpu p;
+  for (DType d : kComputeTypes) {
+    for (int64_t cols : {8, 64, 1000, 33}) {
+      for (int64_t start : {0, 8, 1}) {
+        for (const Shape& lead : {Shape{37}, Shape{3, 5}}) {
+          SCOPED_TRACE(::testing::Message() << dtype_name(d) << " cols " << cols << " start "
+                                            << start << " lead " << shape_str(lead));
+          const int axis = static_cast<int>(lead.size());
+          Shape wide = lead, shape = lead;
+          wide.push_back(cols + 16);
+          shape.push_back(cols);
+          Buffer ha = test::random_buffer(wide, d, 20, p.cpu);
+          Buffer hb = test::random_buffer(wide, d, 21, p.cpu);
+          Buffer ga = p.to_gpu(ha), gb = p.to_gpu(hb);
+          const auto view = [&](const Buffer& b, int64_t from) {
+            return b.slice(axis, from, from + cols);
+          };
+          const auto check = [&](const char* what, auto&& run) {
+            Buffer ho = Buffer::empty(wide, d, p.cpu), go = Buffer::empty(wide, d, p.gpu);
+            test::poison(ho, p.cpu);
+            test::poison(go, p.gpu);
+            run(view(ho, start), p.cpu, ha, hb);
+            run(view(go, start), p.gpu, ga, gb);
+            EXPECT_TRUE(test::same_bits(go, ho, p.gpu, p.cpu)) << what;
+          };
+          check("add", [&](const Buffer& o, const Stream& s, const Buffer& a, const Buffer& b) {
+            add(view(a, start), view(b, 8), o, s);
+          });
+          check("mul", [&](const Buffer& o, const Stream& s, const Buffer& a, const Buffer& b) {
+            mul(view(a, 0), view(b, start), o, s);
+          });
+          check("scale", [&](const Buffer& o, const Stream& s, const Buffer& a, const Buffer&) {
+            scale(view(a, start), 0.3, o, s);
+          });
+          check("copy", [&](const Buffer& o, const Stream& s, const Buffer& a, const Buffer&) {
+            copy(view(a, 8), o, s);
+          });
+          check("fill", [&](const Buffer& o, const Stream& s, const Buffer&, const Buffer&) {
+            fill(o, -2.5, s);
+          });
+          check("fill_random", [&](const Buffer& o, const Stream& s, const Buffer&, const Buffer&) {
+            fill_random(o, {Distribution::normal, 3, 0.0f, 1.0f}, s);
+          });
+          // A cast between widths: packs sized by the wider side.
+          Buffer hf = Buffer::empty(wide, DType::f32, p.cpu),
+                 gf = Buffer::empty(wide, DType::f32, p.gpu);
+          test::poison(hf, p.cpu);
+          test::poison(gf, p.gpu);
+          cast(view(ha, start), view(hf, 8), p.cpu);
+          cast(view(ga, start), view(gf, 8), p.gpu);
+          EXPECT_TRUE(test::same_bits(gf, hf, p.gpu, p.cpu)) << "cast to f32";
+        }
+      }
+    }
+  }
+}

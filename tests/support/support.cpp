@@ -1,5 +1,6 @@
 #include "support/support.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -60,6 +61,8 @@ std::string index_str(int64_t linear, const Shape& shape) {
   return shape_str(index);
 }
 
+}  // namespace
+
 double unit_roundoff(DType d) {
   switch (d) {
     case DType::f32:
@@ -93,8 +96,6 @@ double smallest_normal(DType d) {
       return 0.0;
   }
 }
-
-}  // namespace
 
 const Stream& cpu_stream() {
   static const Stream s(Device::cpu());
@@ -204,6 +205,42 @@ Tolerance tolerance_for(DType out, int64_t reduction_length) {
   return ::testing::AssertionFailure() << os.str();
 }
 
+::testing::AssertionResult all_within(const std::vector<double>& actual,
+                                      const std::vector<double>& expected,
+                                      const std::vector<double>& bound, const Shape& shape) {
+  if (actual.size() != expected.size() || bound.size() != expected.size()) {
+    return ::testing::AssertionFailure() << "size " << actual.size() << " vs expected "
+                                         << expected.size() << " and " << bound.size() << " bounds";
+  }
+  int64_t bad = 0, worst = -1;
+  double worst_ratio = 0;
+  for (size_t i = 0; i < actual.size(); ++i) {
+    const double a = actual[i], e = expected[i];
+    double ratio;
+    if (std::isnan(e) || std::isnan(a)) {
+      ratio = std::isnan(e) && std::isnan(a) ? 0.0 : INFINITY;
+    } else if (std::isinf(e) || std::isinf(a)) {
+      ratio = a == e ? 0.0 : INFINITY;
+    } else {
+      ratio = a == e ? 0.0 : std::fabs(a - e) / bound[i];
+    }
+    if (ratio > 1.0) ++bad;
+    if (ratio > worst_ratio || (worst < 0 && ratio > 1.0)) {
+      worst_ratio = ratio;
+      worst = static_cast<int64_t>(i);
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  std::ostringstream os;
+  os.precision(9);
+  os << bad << " of " << actual.size() << " elements outside their bounds; worst at "
+     << index_str(worst, shape) << ": got " << actual[worst] << ", expected " << expected[worst]
+     << ", bound " << bound[worst] << " (" << worst_ratio << "x). First pairs:";
+  for (size_t i = 0; i < std::min<size_t>(actual.size(), 4); ++i)
+    os << " (" << actual[i] << ", " << expected[i] << ")";
+  return ::testing::AssertionFailure() << os.str();
+}
+
 ::testing::AssertionResult same_bits(const Buffer& actual, const Buffer& expected,
                                      const Stream& actual_stream, const Stream& expected_stream) {
   if (actual.dtype() != expected.dtype() || actual.shape() != expected.shape()) {
@@ -228,6 +265,35 @@ Tolerance tolerance_for(DType out, int64_t reduction_length) {
      << index_str(first, actual.shape()) << ": got 0x" << std::hex << a[first] << " (" << av[first]
      << "), expected 0x" << e[first] << " (" << ev[first] << ")";
   return ::testing::AssertionFailure() << os.str();
+}
+
+ChiSquare chi_square(const std::vector<int64_t>& observed, const std::vector<double>& expected) {
+  double n = 0;
+  for (int64_t o : observed) n += static_cast<double>(o);
+  double stat = 0, pooled_o = 0, pooled_e = 0;
+  int bins = 0;
+  for (size_t i = 0; i < observed.size(); ++i) {
+    const double e = expected[i] * n;
+    if (e < 5) {
+      pooled_o += static_cast<double>(observed[i]);
+      pooled_e += e;
+      continue;
+    }
+    stat += (static_cast<double>(observed[i]) - e) * (static_cast<double>(observed[i]) - e) / e;
+    ++bins;
+  }
+  if (pooled_e > 0 || pooled_o > 0) {  // draws where none may fall make the statistic huge
+    stat += (pooled_o - pooled_e) * (pooled_o - pooled_e) / std::max(pooled_e, 1e-300);
+    ++bins;
+  }
+  return {stat, std::max(bins - 1, 1)};
+}
+
+double chi_square_bound(int df) {
+  const double z = 4.753;  // standard normal 1 - 1e-6 quantile
+  const double k = static_cast<double>(df);
+  const double t = 1 - 2 / (9 * k) + z * std::sqrt(2 / (9 * k));
+  return k * t * t * t;
 }
 
 }  // namespace mlxn::test

@@ -50,6 +50,10 @@ std::vector<uint64_t> to_bits(const Buffer& buffer, const Stream& stream);
 // Rounds an exact (f64) value to `dtype` the way the library stores it, back as f64.
 double round_to(double value, DType dtype);
 
+// Unit roundoff (half an ulp at 1) and smallest normal of a float dtype; 0 for integers.
+double unit_roundoff(DType dtype);
+double smallest_normal(DType dtype);
+
 struct Tolerance {
   double atol;
   double rtol;
@@ -63,9 +67,26 @@ Tolerance tolerance_for(DType out, int64_t reduction_length = 1);
 ::testing::AssertionResult all_close(const std::vector<double>& actual,
                                      const std::vector<double>& expected, Tolerance tol,
                                      const Shape& shape);
+// |actual - expected| <= bound[i] for every element i (error bounds that vary by element);
+// NaN only matches NaN, an infinity only itself.
+::testing::AssertionResult all_within(const std::vector<double>& actual,
+                                      const std::vector<double>& expected,
+                                      const std::vector<double>& bound, const Shape& shape);
 // Same bits everywhere; NaN matches any NaN (payloads are not part of the contract).
 ::testing::AssertionResult same_bits(const Buffer& actual, const Buffer& expected,
                                      const Stream& actual_stream, const Stream& expected_stream);
+
+// Pearson's chi-square statistic of `observed` counts against `expected` probabilities (bins
+// with an expected count below 5 are pooled into one), and the statistic's number of degrees of
+// freedom. A sampler passes when the statistic stays below chi_square_bound(df).
+struct ChiSquare {
+  double statistic;
+  int df;
+};
+ChiSquare chi_square(const std::vector<int64_t>& observed, const std::vector<double>& expected);
+// The 1 - 1e-6 quantile of the chi-square distribution (Wilson-Hilferty approximation, within
+// a percent or so for df >= 3): a correct sampler exceeds it once in a million runs.
+double chi_square_bound(int df);
 
 // The message of the mlxn::Error that fn() throws, or "no error".
 template <class Fn>

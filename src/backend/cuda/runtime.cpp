@@ -86,7 +86,12 @@ void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes) {
 void* malloc_device(int device, size_t bytes, std::string* error) {
   select(device);
   void* ptr = nullptr;
+  // An op may need fresh workspace while a graph is being captured; cudaMalloc is not part of
+  // the capture, so this thread may make it (the capture mode is restored right after).
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  MLXN_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
   const cudaError_t result = cudaMalloc(&ptr, bytes);
+  MLXN_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
   if (result == cudaErrorMemoryAllocation) {
     (void)cudaGetLastError();
     if (error) *error = cudaGetErrorString(result);

@@ -3,6 +3,9 @@
 //  - All operands contiguous and 16-byte aligned: each thread moves packs of kVec elements (16
 //    bytes of the widest type), kUnroll packs in flight per thread; block 0 does the tail.
 //  - Contiguous but unaligned: the same kernel with one element per pack.
+//  - Rows contiguous but pitched (after merging, a 2-D view whose inner axis has stride 1 in
+//    every operand, e.g. the gate and up halves of a fused [M, 2I] projection): the same packs
+//    along each row, when rows are whole packs and every row starts 16-byte aligned.
 //  - A transposing 2-D copy/cast: shared-memory tiles, so both sides are coalesced.
 //  - Otherwise (strided, broadcast): a grid-stride loop that turns the row-major index into
 //    per-operand offsets, over axes merged where all operands allow it.
@@ -13,14 +16,10 @@
 #include <array>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device/types.cuh"
 #include "mlxn/core/buffer.h"
 
 namespace mlxn::cuda {
-
-template <class T, int N>
-struct alignas(sizeof(T) * N >= 16 ? 16 : sizeof(T) * N) Pack {
-  T v[N];
-};
 
 template <int kInputs>
 struct MapPointers {
@@ -104,6 +103,50 @@ __global__ void __launch_bounds__(kMapThreads)
   }
 }
 
+// A 2-D map over s.shape[0] rows of s.shape[1] contiguous elements per operand, row pitches
+// s.out[0] and s.in[j][0]: the contiguous kernel's packs, each located by its row. Rows are a
+// whole number of packs and every row of every operand starts aligned to a pack.
+template <int kInputs, class TIn, class TOut, int kVec, class Op>
+__global__ void __launch_bounds__(kMapThreads)
+    map_rows_kernel(const MapPointers<kInputs> p, const MapStrides<kInputs> s, const Op op) {
+  using Index = int32_t;  // the launch keeps every pack index below 2^30
+  constexpr int kIn = kInputs > 0 ? kInputs : 1;
+  const auto row_packs = static_cast<Index>(s.shape[1] / kVec);
+  const Index packs = static_cast<Index>(s.shape[0]) * row_packs;
+  const Index first =
+      static_cast<Index>(blockIdx.x) * (kMapThreads * kMapUnroll) + static_cast<Index>(threadIdx.x);
+  Pack<TIn, kVec> in[kMapUnroll][kIn];
+  int64_t row[kMapUnroll], col[kMapUnroll];
+#pragma unroll
+  for (int u = 0; u < kMapUnroll; ++u) {
+    const Index pack = first + u * kMapThreads;
+    const Index r = pack / row_packs;
+    row[u] = r;
+    col[u] = static_cast<int64_t>(pack - r * row_packs) * kVec;
+#pragma unroll
+    for (int j = 0; j < kInputs; ++j) {
+      if (pack < packs) {
+        in[u][j] = *reinterpret_cast<const Pack<TIn, kVec>*>(static_cast<const TIn*>(p.in[j]) +
+                                                             row[u] * s.in[j][0] + col[u]);
+      }
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < kMapUnroll; ++u) {
+    if (first + u * kMapThreads >= packs) continue;
+    Pack<TOut, kVec> out;
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      TIn values[kIn];
+#pragma unroll
+      for (int j = 0; j < kInputs; ++j) values[j] = in[u][j].v[e];
+      out.v[e] = op(row[u] * s.shape[1] + col[u] + e, values);
+    }
+    *reinterpret_cast<Pack<TOut, kVec>*>(static_cast<TOut*>(p.out) + row[u] * s.out[0] + col[u]) =
+        out;
+  }
+}
+
 // A 2-D map whose output rows are contiguous while the input walks down columns (the copy or
 // cast that makes a transposed view contiguous). One thread per element would read or write
 // with a stride; instead a block stages a kTile x kTile tile in shared memory, reading it along
@@ -155,11 +198,11 @@ void launch_map(const Buffer& out, const std::array<const Buffer*, kInputs>& inp
     contiguous = contiguous && inputs[j]->is_contiguous();
     aligned = aligned && inputs[j]->is_aligned(16);
   }
+  // 16 bytes of the widest operand per pack: its accesses are full 16-byte, fully coalesced
+  // transactions, and the narrower operands' 4- or 8-byte accesses still cover whole lines.
+  constexpr int kWidest = kInputs > 0 ? std::max(sizeof(TIn), sizeof(TOut)) : sizeof(TOut);
+  constexpr int kVec = 16 / kWidest;
   if (contiguous) {
-    // 16 bytes of the widest operand per pack: its accesses are full 16-byte, fully coalesced
-    // transactions, and the narrower operands' 4- or 8-byte accesses still cover whole lines.
-    constexpr int kWidest = kInputs > 0 ? std::max(sizeof(TIn), sizeof(TOut)) : sizeof(TOut);
-    constexpr int kVec = 16 / kWidest;
     if (aligned) {
       const int64_t packs = numel / kVec;
       const int64_t blocks =
@@ -203,6 +246,21 @@ void launch_map(const Buffer& out, const std::array<const Buffer*, kInputs>& inp
     int64_t widest = s.out[d];
     for (int j = 0; j < kInputs; ++j) widest = std::max(widest, s.in[j][d]);
     span += (s.shape[d] - 1) * widest;
+  }
+  // Base addresses 16-byte aligned, and row pitches and row length whole packs: then every pack
+  // of every row is aligned too. 32-bit pack indices (one cheap division per pack); larger views
+  // take the strided loop.
+  if (rank == 2 && aligned && numel / kVec < (int64_t{1} << 30)) {
+    bool rows = s.out[1] == 1 && s.out[0] % kVec == 0 && s.shape[1] % kVec == 0;
+    for (int j = 0; j < kInputs; ++j) rows = rows && s.in[j][1] == 1 && s.in[j][0] % kVec == 0;
+    if (rows) {
+      const int64_t blocks =
+          (numel / kVec + kMapThreads * kMapUnroll - 1) / (kMapThreads * kMapUnroll);
+      map_rows_kernel<kInputs, TIn, TOut, kVec, Op>
+          <<<static_cast<unsigned>(blocks), kMapThreads, 0, cuda_stream>>>(p, s, op);
+      MLXN_CUDA_CHECK_LAUNCH();
+      return;
+    }
   }
   if constexpr (kInputs == 1) {
     if (rank == 2 && s.out[1] == 1 && s.in[0][0] == 1 && s.in[0][1] != 1 &&

@@ -91,6 +91,12 @@ __device__ __forceinline__ __nv_fp8_e5m2 from_float<__nv_fp8_e5m2>(float v) {
   return r;
 }
 
+// N consecutive elements moved as one access: 16 bytes at most, aligned to its size up to 16.
+template <class T, int N>
+struct alignas(sizeof(T) * N >= 16 ? 16 : sizeof(T) * N) Pack {
+  T v[N];
+};
+
 // Raw storage type of the same width, for byte-exact copies of any dtype.
 template <int kBytes>
 struct StorageOfSize;
@@ -110,5 +116,20 @@ template <>
 struct StorageOfSize<8> {
   using type = uint64_t;
 };
+
+// A float operand whose dtype is chosen at run time (a weight whose dtype differs from the
+// activations'): its code for the kernel, and element i of it as f32.
+inline int float_dtype_code(DType d) { return d == DType::f32 ? 0 : d == DType::bf16 ? 1 : 2; }
+
+__device__ __forceinline__ float load_float_coded(const void* p, int code, int i) {
+  switch (code) {
+    case 0:
+      return static_cast<const float*>(p)[i];
+    case 1:
+      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    default:
+      return __half2float(static_cast<const __half*>(p)[i]);
+  }
+}
 
 }  // namespace mlxn::cuda

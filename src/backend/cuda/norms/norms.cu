@@ -3,6 +3,7 @@
 // output pass (rows up to 8192 elements are read from memory once) and moves them in 16-byte
 // packs when the row allows; statistics in f32.
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device/rows.cuh"
 #include "backend/cuda/device/types.cuh"
 #include "backend/cuda/norms/norms.h"
 #include "mlxn/core/dispatch.h"
@@ -32,39 +33,6 @@ struct Args {
   int n;
 };
 
-__device__ __forceinline__ float load_any(const void* p, int type, int i) {
-  switch (type) {
-    case 0:
-      return static_cast<const float*>(p)[i];
-    case 1:
-      return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    default:
-      return __half2float(static_cast<const __half*>(p)[i]);
-  }
-}
-
-template <int kThreads>
-__device__ __forceinline__ float row_sum(float v, float* scratch) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  if constexpr (kThreads > 32) {
-    // The warps of this thread's row: kThreads / 32 of them from `first`.
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int first = (threadIdx.x / kThreads) * (kThreads / 32);
-    __syncthreads();  // scratch may still be read by the previous reduction
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    v = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kThreads / 32; ++w) v += scratch[first + w];
-  }
-  return v;
-}
-
-template <class T, int V>
-struct alignas(sizeof(T) * V < 16 ? sizeof(T) * V : 16) Vec {
-  T v[V];
-};
-
 // V consecutive elements per access: 16 bytes of TX when the row allows it, else 1.
 template <class TX, class TO, int kThreads, int V>
 __global__ void __launch_bounds__(kBlock) norm_kernel(Args a) {
@@ -83,16 +51,16 @@ __global__ void __launch_bounds__(kBlock) norm_kernel(Args a) {
 
   // Pack p's values entering the statistics: x, or x + residual rounded as stored in sum_out.
   auto load = [&](int p, bool write_sum, float(&v)[V]) {
-    const Vec<TX, V> xv = reinterpret_cast<const Vec<TX, V>*>(x)[p];
+    const Pack<TX, V> xv = reinterpret_cast<const Pack<TX, V>*>(x)[p];
     if (res) {
-      const Vec<TX, V> rv = reinterpret_cast<const Vec<TX, V>*>(res)[p];
-      Vec<TX, V> sv;
+      const Pack<TX, V> rv = reinterpret_cast<const Pack<TX, V>*>(res)[p];
+      Pack<TX, V> sv;
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         sv.v[e] = from_float<TX>(to_float(xv.v[e]) + to_float(rv.v[e]));
         v[e] = to_float(sv.v[e]);
       }
-      if (write_sum) reinterpret_cast<Vec<TX, V>*>(sum_out)[p] = sv;
+      if (write_sum) reinterpret_cast<Pack<TX, V>*>(sum_out)[p] = sv;
     } else {
 #pragma unroll
       for (int e = 0; e < V; ++e) v[e] = to_float(xv.v[e]);
@@ -119,7 +87,8 @@ __global__ void __launch_bounds__(kBlock) norm_kernel(Args a) {
     for (int e = 0; e < V; ++e) sum += tmp[e];
   }
   const bool layer = a.kind == static_cast<int>(norms::Kind::layer);
-  const float mean = layer ? row_sum<kThreads>(sum, scratch) / static_cast<float>(a.n) : 0.0f;
+  const float mean =
+      layer ? row_reduce<kThreads>(sum, scratch, SumOp{}) / static_cast<float>(a.n) : 0.0f;
 #pragma unroll
   for (int k = 0; k < kPacks; ++k) {
     if (lane + k * kThreads < packs) {
@@ -138,26 +107,26 @@ __global__ void __launch_bounds__(kBlock) norm_kernel(Args a) {
       sq = fmaf(d, d, sq);
     }
   }
-  sq = row_sum<kThreads>(sq, scratch);
+  sq = row_reduce<kThreads>(sq, scratch, SumOp{});
   const float denom =
       a.kind == static_cast<int>(norms::Kind::l2) ? sq : sq / static_cast<float>(a.n);
   const float inv = rsqrtf(denom + a.eps);
   if (!active) return;
   TO* out = static_cast<TO*>(a.out) + base;
   auto emit = [&](int p, const float(&v)[V]) {
-    Vec<TO, V> o;
+    Pack<TO, V> o;
 #pragma unroll
     for (int e = 0; e < V; ++e) {
       const int i = p * V + e;
       float y = (v[e] - mean) * inv;
       if (a.weight) {
-        const float w = load_any(a.weight, a.weight_type, i);
+        const float w = load_float_coded(a.weight, a.weight_type, i);
         y *= a.one_plus ? 1.0f + w : w;
       }
-      if (a.bias) y += load_any(a.bias, a.bias_type, i);
+      if (a.bias) y += load_float_coded(a.bias, a.bias_type, i);
       o.v[e] = from_float<TO>(y);
     }
-    reinterpret_cast<Vec<TO, V>*>(out)[p] = o;
+    reinterpret_cast<Pack<TO, V>*>(out)[p] = o;
   };
 #pragma unroll
   for (int k = 0; k < kPacks; ++k) {
@@ -170,12 +139,6 @@ __global__ void __launch_bounds__(kBlock) norm_kernel(Args a) {
   }
 }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
-
-int type_code(const Buffer& b) {
-  return b.dtype() == DType::f32 ? 0 : b.dtype() == DType::bf16 ? 1 : 2;
-}
-
 }  // namespace
 
 void normalize(const norms::Job& job, const Stream& stream) {
@@ -186,8 +149,8 @@ void normalize(const norms::Job& job, const Stream& stream) {
   a.weight = job.weight.defined() ? job.weight.data() : nullptr;
   a.bias = job.bias.defined() ? job.bias.data() : nullptr;
   a.out = job.out.data();
-  a.weight_type = job.weight.defined() ? type_code(job.weight) : 0;
-  a.bias_type = job.bias.defined() ? type_code(job.bias) : 0;
+  a.weight_type = job.weight.defined() ? float_dtype_code(job.weight.dtype()) : 0;
+  a.bias_type = job.bias.defined() ? float_dtype_code(job.bias.dtype()) : 0;
   a.kind = static_cast<int>(job.kind);
   a.one_plus = job.weight_mode == RmsWeight::one_plus;
   a.eps = job.eps;

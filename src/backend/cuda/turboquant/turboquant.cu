@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device/occupancy.h"
 #include "backend/cuda/device/types.cuh"
 #include "backend/cuda/turboquant/common.cuh"
 #include "backend/cuda/turboquant/turboquant.h"
@@ -475,27 +476,12 @@ unsigned blocks_for(int64_t vectors, int dim) {
   return static_cast<unsigned>((vectors + per_block - 1) / per_block);
 }
 
-// Resident blocks of kThreads per SM for a kernel without dynamic shared memory, asked of the
-// runtime once per kernel and device (the answer cannot change; the query is not free per launch).
-int resident_blocks_per_sm(const void* kernel, Device device) {
-  static std::mutex mutex;
-  static std::map<std::pair<const void*, int>, int> known;
-  std::lock_guard lock(mutex);
-  auto [it, inserted] = known.try_emplace({kernel, device.index}, 0);
-  if (inserted) {
-    MLXN_CUDA_CHECK(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&it->second, kernel, kThreads, 0));
-    it->second = std::max(it->second, 1);
-  }
-  return it->second;
-}
-
 // Grid-stride kernels: as many blocks as can be resident at once, no more. A fixed 8 blocks per
 // SM ran as 6 resident + 2 in a second, mostly empty wave once a kernel needed 40 registers per
 // thread, leaving much of the machine idle for the last part of every call.
 unsigned persistent_blocks(const void* kernel, int64_t vectors, int dim, Device device) {
   return std::min<unsigned>(blocks_for(vectors, dim),
-                            static_cast<unsigned>(resident_blocks_per_sm(kernel, device) *
+                            static_cast<unsigned>(resident_blocks_per_sm(kernel, kThreads, 0, device) *
                                                   device_properties(device).multiprocessors));
 }
 
