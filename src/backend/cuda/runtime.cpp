@@ -83,15 +83,28 @@ void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes) {
   MLXN_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 
+// An op may need fresh workspace (or the device's error flag) for the first time while a graph
+// is being captured. Allocations are not part of the capture, so this thread may make them
+// under the relaxed capture mode; the thread's mode is restored when the scope ends.
+class RelaxedCapture {
+ public:
+  RelaxedCapture() { MLXN_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode_)); }
+  ~RelaxedCapture() { (void)cudaThreadExchangeStreamCaptureMode(&mode_); }
+  RelaxedCapture(const RelaxedCapture&) = delete;
+  RelaxedCapture& operator=(const RelaxedCapture&) = delete;
+
+ private:
+  cudaStreamCaptureMode mode_ = cudaStreamCaptureModeRelaxed;
+};
+
 void* malloc_device(int device, size_t bytes, std::string* error) {
   select(device);
   void* ptr = nullptr;
-  // An op may need fresh workspace while a graph is being captured; cudaMalloc is not part of
-  // the capture, so this thread may make it (the capture mode is restored right after).
-  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
-  MLXN_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
-  const cudaError_t result = cudaMalloc(&ptr, bytes);
-  MLXN_CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+  cudaError_t result;
+  {
+    RelaxedCapture relaxed;
+    result = cudaMalloc(&ptr, bytes);
+  }
   if (result == cudaErrorMemoryAllocation) {
     (void)cudaGetLastError();
     if (error) *error = cudaGetErrorString(result);
@@ -108,6 +121,7 @@ void free_device(int device, void* ptr) {
 
 void* malloc_host_mapped(size_t bytes) {
   void* ptr = nullptr;
+  RelaxedCapture relaxed;
   MLXN_CUDA_CHECK(cudaHostAlloc(&ptr, bytes, cudaHostAllocMapped | cudaHostAllocPortable));
   std::memset(ptr, 0, bytes);
   return ptr;
