@@ -88,4 +88,18 @@ void softcap(const Buffer& x, float cap, const Buffer& out, const Stream& stream
   }
 }
 
+const char* activation_name(Activation act) {
+  switch (act) {
+    case Activation::silu:
+      return "silu";
+    case Activation::gelu_tanh:
+      return "gelu_tanh";
+    case Activation::gelu_erf:
+      return "gelu_erf";
+    case Activation::sigmoid:
+      return "sigmoid";
+  }
+  return "unknown";
+}
+
 }  // namespace mlxn

@@ -11,6 +11,7 @@
 
 #include "mlxn/core/buffer.h"
 #include "mlxn/core/stream.h"
+#include "mlxn/ops/norms.h"
 
 #if MLXN_WITH_CUDA
 #define MLXN_CUDA_BACKEND(call) call
@@ -101,6 +102,14 @@ inline void require_no_partial_overlap(const char* op, const Buffer& in, const c
 inline void require_page_size(int64_t page_size, const char* op) {
   if (page_size < 16 || (page_size & (page_size - 1)) != 0) {
     throw Error(op, "page_size " + std::to_string(page_size) + " must be a power of two >= 16");
+  }
+}
+
+// RMSNorm's weight argument: RmsWeight::none takes none, the other modes need one.
+inline void require_weight_for_mode(const char* op, RmsWeight mode, const Buffer& weight) {
+  if ((mode == RmsWeight::none) == weight.defined()) {
+    throw Error(op, mode == RmsWeight::none ? "RmsWeight::none takes no weight"
+                                            : "this RmsWeight needs a weight");
   }
 }
 

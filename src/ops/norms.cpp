@@ -67,18 +67,11 @@ void run(const char* op, norms::Job& job, const Stream& stream) {
   }
 }
 
-void check_mode(const char* op, RmsWeight mode, const Buffer& weight) {
-  if ((mode == RmsWeight::none) == weight.defined()) {
-    throw Error(op, mode == RmsWeight::none ? "RmsWeight::none takes no weight"
-                                            : "this RmsWeight needs a weight");
-  }
-}
-
 }  // namespace
 
 void rms_norm(const Buffer& x, const Buffer& weight, float eps, const Buffer& out,
               const Stream& stream, RmsWeight mode) {
-  check_mode("rms_norm", mode, weight);
+  ops_detail::require_weight_for_mode("rms_norm", mode, weight);
   norms::Job job{norms::Kind::rms, mode, x, {}, weight, {}, {}, out, eps};
   run("rms_norm", job, stream);
 }
@@ -87,7 +80,7 @@ void add_rms_norm(const Buffer& x, const Buffer& residual, const Buffer& weight,
                   const Buffer& sum_out, const Buffer& norm_out, const Stream& stream,
                   RmsWeight mode) {
   const char* op = "add_rms_norm";
-  check_mode(op, mode, weight);
+  ops_detail::require_weight_for_mode(op, mode, weight);
   if (!residual.defined() || !sum_out.defined())
     throw Error(op, "residual and sum_out are required");
   norms::Job job{norms::Kind::rms, mode, x, residual, weight, {}, sum_out, norm_out, eps};

@@ -258,10 +258,7 @@ void rms_norm_rope(const Buffer& x, const Buffer& weight, float eps, RmsWeight m
                    const Buffer& positions, const RopeTable& table, const Buffer& out,
                    const Stream& stream) {
   const char* op = "rms_norm_rope";
-  if ((mode == RmsWeight::none) == weight.defined()) {
-    throw Error(op, mode == RmsWeight::none ? "RmsWeight::none takes no weight"
-                                            : "this RmsWeight needs a weight");
-  }
+  ops_detail::require_weight_for_mode(op, mode, weight);
   if (!(eps >= 0.0f) || !std::isfinite(eps)) throw Error(op, "eps must be finite and >= 0");
   rotary::Job job;
   job.x = x;

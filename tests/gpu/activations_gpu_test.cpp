@@ -19,20 +19,6 @@ const Activation kActs[] = {Activation::silu, Activation::gelu_tanh, Activation:
                             Activation::sigmoid};
 constexpr double u = 0x1p-24;  // f32 unit roundoff; an ulp of a normal result is at most 2u
 
-const char* name(Activation a) {
-  switch (a) {
-    case Activation::silu:
-      return "silu";
-    case Activation::gelu_tanh:
-      return "gelu_tanh";
-    case Activation::gelu_erf:
-      return "gelu_erf";
-    case Activation::sigmoid:
-      return "sigmoid";
-  }
-  return "?";
-}
-
 // Relative error of the kernel's x * sigmoid(w) = (w < 0 ? x e : x) / (1 + e), e = expf(-|w|),
 // where w carries a relative error dw from its own evaluation (first order). e: expf's 2 ulp (4u)
 // plus |w| dw through the exponential; 1 + e: the share e / (1 + e) of e's error, plus u; the
@@ -143,7 +129,7 @@ TEST(GpuActivations, MatchTheCpuReference) {
           const auto want = test::to_f64(oc, p.cpu);
           EXPECT_TRUE(test::all_within(test::to_f64(og, p.gpu), want,
                                        bounds(form, act, xv, uv, want, t), {rows, n}))
-              << name(act) << " form " << static_cast<int>(form) << " cap " << cap;
+              << activation_name(act) << " form " << static_cast<int>(form) << " cap " << cap;
         };
         for (Activation act : kActs) {
           compare(Form::plain, act, 0,
@@ -190,7 +176,7 @@ TEST(GpuActivations, FusedGateUpAndOtherViewsMatchContiguousBitForBit) {
         copy(up, uc, p.gpu);
         copy(gate_odd, goc, p.gpu);
         for (Activation act : kActs) {
-          SCOPED_TRACE(name(act));
+          SCOPED_TRACE(activation_name(act));
           Buffer want = Buffer::empty(shape, t, p.gpu), got = Buffer::empty(shape, t, p.gpu);
           test::poison(got, p.gpu);
           gated_activation(gc, uc, act, want, p.gpu);
@@ -260,7 +246,7 @@ TEST(GpuActivations, SpecialValuesMatchTheCpu) {
     const Buffer xg = p.to_gpu(xt), ug = p.to_gpu(ut);
     const auto xv = test::to_f64(xt, p.cpu), uv = test::to_f64(ut, p.cpu);
     for (Activation act : kActs) {
-      SCOPED_TRACE(::testing::Message() << dtype_name(t) << " " << name(act));
+      SCOPED_TRACE(::testing::Message() << dtype_name(t) << " " << activation_name(act));
       Buffer oc = Buffer::empty({n}, t, p.cpu), og = Buffer::empty({n}, t, p.gpu);
       test::poison(og, p.gpu);
       activate(xt, act, oc, p.cpu);

@@ -17,20 +17,6 @@ const DType kTypes[] = {DType::f32, DType::bf16, DType::f16};
 const Activation kActs[] = {Activation::silu, Activation::gelu_tanh, Activation::gelu_erf,
                             Activation::sigmoid};
 
-const char* name(Activation a) {
-  switch (a) {
-    case Activation::silu:
-      return "silu";
-    case Activation::gelu_tanh:
-      return "gelu_tanh";
-    case Activation::gelu_erf:
-      return "gelu_erf";
-    case Activation::sigmoid:
-      return "sigmoid";
-  }
-  return "?";
-}
-
 // The header's formulas as written (1 + tanh, 1 + erf): independent of the reference's
 // cancellation-free forms, and accurate enough in long double for the |x| < 6 used here.
 long double textbook(Activation a, long double x) {
@@ -80,7 +66,8 @@ TEST(Activations, EveryFormMatchesItsFormula) {
       const auto xv = test::to_f64(x, s), uv = test::to_f64(up, s);
       Buffer out = Buffer::empty({rows, n}, t, s);
       for (Activation act : kActs) {
-        SCOPED_TRACE(::testing::Message() << dtype_name(t) << " " << name(act) << " n " << n);
+        SCOPED_TRACE(::testing::Message()
+                     << dtype_name(t) << " " << activation_name(act) << " n " << n);
         std::vector<double> want(xv.size()), want_gated(xv.size());
         for (size_t i = 0; i < xv.size(); ++i) {
           const long double a = textbook(act, xv[i]);
@@ -139,7 +126,7 @@ TEST(Activations, SpecialValues) {
   const float inf = INFINITY, nan = NAN;
   const std::vector<float> x = {inf, -inf, nan, 100.0f, -100.0f, 1e30f, -1e30f, FLT_MAX, -FLT_MAX};
   for (Activation act : {Activation::silu, Activation::gelu_tanh, Activation::gelu_erf}) {
-    SCOPED_TRACE(name(act));
+    SCOPED_TRACE(activation_name(act));
     const auto y = run_f32(x, act);
     EXPECT_EQ(y[0], inf);
     EXPECT_EQ(y[1], 0.0f);
@@ -197,7 +184,7 @@ TEST(Activations, FusedGateUpViewsAndInPlace) {
       Buffer want = Buffer::empty({m, inter}, t, s), got = Buffer::empty({m, inter}, t, s);
       gated_activation(gc, uc, act, want, s);
       gated_activation(gate, up, act, got, s);
-      EXPECT_TRUE(test::same_bits(got, want, s, s)) << dtype_name(t) << " " << name(act);
+      EXPECT_TRUE(test::same_bits(got, want, s, s)) << dtype_name(t) << " " << activation_name(act);
       // A strided output, and the gate half overwritten in place.
       Buffer wide = Buffer::empty({m, inter + 3}, t, s);
       gated_activation(gate, up, act, wide.slice(-1, 0, inter), s);

@@ -172,37 +172,10 @@ Tolerance tolerance_for(DType out, int64_t reduction_length) {
 ::testing::AssertionResult all_close(const std::vector<double>& actual,
                                      const std::vector<double>& expected, Tolerance tol,
                                      const Shape& shape) {
-  if (actual.size() != expected.size()) {
-    return ::testing::AssertionFailure()
-           << "size " << actual.size() << " vs expected " << expected.size();
-  }
-  int64_t bad = 0, worst = -1;
-  double worst_ratio = 0;
-  for (size_t i = 0; i < actual.size(); ++i) {
-    const double a = actual[i], e = expected[i];
-    double ratio;
-    if (std::isnan(e) || std::isnan(a)) {
-      ratio = std::isnan(e) && std::isnan(a) ? 0.0 : INFINITY;
-    } else if (std::isinf(e) || std::isinf(a)) {
-      ratio = a == e ? 0.0 : INFINITY;
-    } else {
-      ratio = std::fabs(a - e) / (tol.atol + tol.rtol * std::fabs(e));
-    }
-    if (ratio > 1.0) ++bad;
-    if (ratio > worst_ratio || (worst < 0 && ratio > 1.0)) {
-      worst_ratio = ratio;
-      worst = static_cast<int64_t>(i);
-    }
-  }
-  if (bad == 0) return ::testing::AssertionSuccess();
-  std::ostringstream os;
-  os.precision(9);
-  os << bad << " of " << actual.size() << " elements outside atol " << tol.atol << " + rtol "
-     << tol.rtol << "; worst at " << index_str(worst, shape) << ": got " << actual[worst]
-     << ", expected " << expected[worst] << " (" << worst_ratio << "x the tolerance). First pairs:";
-  for (size_t i = 0; i < std::min<size_t>(actual.size(), 4); ++i)
-    os << " (" << actual[i] << ", " << expected[i] << ")";
-  return ::testing::AssertionFailure() << os.str();
+  std::vector<double> bound(expected.size());
+  for (size_t i = 0; i < expected.size(); ++i)
+    bound[i] = tol.atol + tol.rtol * std::fabs(expected[i]);
+  return all_within(actual, expected, bound, shape);
 }
 
 ::testing::AssertionResult all_within(const std::vector<double>& actual,

@@ -20,6 +20,8 @@
 namespace mlxn {
 
 enum class Activation { silu, gelu_tanh, gelu_erf, sigmoid };
+// "silu", "gelu_tanh", "gelu_erf", "sigmoid" (as configs and logs spell them).
+const char* activation_name(Activation act);
 
 // out = act(x).
 void activate(const Buffer& x, Activation act, const Buffer& out, const Stream& stream);

@@ -480,9 +480,10 @@ unsigned blocks_for(int64_t vectors, int dim) {
 // SM ran as 6 resident + 2 in a second, mostly empty wave once a kernel needed 40 registers per
 // thread, leaving much of the machine idle for the last part of every call.
 unsigned persistent_blocks(const void* kernel, int64_t vectors, int dim, Device device) {
-  return std::min<unsigned>(blocks_for(vectors, dim),
-                            static_cast<unsigned>(resident_blocks_per_sm(kernel, kThreads, 0, device) *
-                                                  device_properties(device).multiprocessors));
+  return std::min<unsigned>(
+      blocks_for(vectors, dim),
+      static_cast<unsigned>(resident_blocks_per_sm(kernel, kThreads, 0, device) *
+                            device_properties(device).multiprocessors));
 }
 
 void require_32bit_count(int64_t vectors, const char* op) {
