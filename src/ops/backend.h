@@ -76,6 +76,20 @@ inline bool disjoint_translates(const Buffer& a, const Buffer& b) {
   return !meets(meets, gap / size, 0);
 }
 
+// The bytes [first, last + 1) a view can touch (views with positive strides).
+inline std::pair<int64_t, int64_t> byte_extent(const Buffer& b) {
+  int64_t lo = b.offset_bytes(), hi = b.offset_bytes() + b.element_size();
+  for (int d = 0; d < b.rank(); ++d) hi += (b.shape()[d] - 1) * b.strides()[d] * b.element_size();
+  return {lo, hi};
+}
+
+// f32, bf16 or f16, else Error("[op] <name> must be f32, bf16 or f16, got ...").
+inline void require_float(const char* op, const Buffer& b, const char* name) {
+  if (b.dtype() != DType::f32 && b.dtype() != DType::bf16 && b.dtype() != DType::f16) {
+    throw Error(op, std::string(name) + " must be f32, bf16 or f16, got " + b.describe());
+  }
+}
+
 // Exact aliasing (the same view, same dtype) is fine for ops where each output element is
 // computed from inputs read before it is written; partial overlap would make the result depend
 // on execution order.
@@ -86,16 +100,21 @@ inline void require_no_partial_overlap(const char* op, const Buffer& in, const c
       in.strides() == out.strides() && in.shape() == out.shape()) {
     return;
   }
-  const auto extent = [](const Buffer& b) {
-    int64_t lo = b.offset_bytes(), hi = b.offset_bytes() + b.element_size();
-    for (int d = 0; d < b.rank(); ++d) hi += (b.shape()[d] - 1) * b.strides()[d] * b.element_size();
-    return std::make_pair(lo, hi);
-  };
-  const auto [a0, a1] = extent(in);
-  const auto [b0, b1] = extent(out);
+  const auto [a0, a1] = byte_extent(in);
+  const auto [b0, b1] = byte_extent(out);
   if (a0 < b1 && b0 < a1 && !disjoint_translates(in, out)) {
     throw Error(op, std::string(name) + " overlaps out without being the same view");
   }
+}
+
+// For ops whose every output element reads many input elements (matmul, gathers): the output
+// may not share a byte with the input at all.
+inline void require_disjoint(const char* op, const Buffer& in, const char* name,
+                             const Buffer& out) {
+  if (in.allocation() != out.allocation()) return;
+  const auto [a0, a1] = byte_extent(in);
+  const auto [b0, b1] = byte_extent(out);
+  if (a0 < b1 && b0 < a1) throw Error(op, std::string(name) + " and out overlap");
 }
 
 // Paged storage (TurboQuant and KV caches): pages of a power-of-two number of slots, >= 16.

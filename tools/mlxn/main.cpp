@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "convert_command.h"
 #include "mlxn/mlxn.h"
 #include "self_check.h"
 #include "tq_codebooks_gen.h"
@@ -98,6 +99,9 @@ int main(int argc, char** argv) {
     c->add_option("out", out_path)->required();
   }
   decode_cmd->add_flag("--rotated", rotated, "Write the rotated-domain values (alpha * C[code])");
+
+  mlxn::cli::ConvertArgs convert_args;
+  auto* convert_cmd = mlxn::cli::add_convert_command(app, convert_args);
   CLI11_PARSE(app, argc, argv);
   try {
     if (devices_cmd->parsed()) {
@@ -110,6 +114,7 @@ int main(int argc, char** argv) {
     if (encode_cmd->parsed()) return mlxn::cli::run_tq_encode(bits, dim, in_path, out_path);
     if (decode_cmd->parsed())
       return mlxn::cli::run_tq_decode(bits, dim, in_path, out_path, rotated);
+    if (convert_cmd->parsed()) return mlxn::cli::run_convert(convert_args);
     print_devices(false);
     std::printf("\n");
     eval.quick = true;

@@ -121,7 +121,7 @@ struct StorageOfSize<8> {
 // activations'): its code for the kernel, and element i of it as f32.
 inline int float_dtype_code(DType d) { return d == DType::f32 ? 0 : d == DType::bf16 ? 1 : 2; }
 
-__device__ __forceinline__ float load_float_coded(const void* p, int code, int i) {
+__device__ __forceinline__ float load_float_coded(const void* p, int code, int64_t i) {
   switch (code) {
     case 0:
       return static_cast<const float*>(p)[i];
