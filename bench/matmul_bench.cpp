@@ -6,6 +6,7 @@
 // repeated down the rows; enough weight copies rotate to keep the working set beyond L2.
 // Each (format, shape) is first checked at M = 1 and M = 64 against cuBLAS on the dequantized
 // weight.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -105,10 +106,16 @@ int main() {
     const std::vector<std::pair<int64_t, int64_t>> shapes = {
         {4096, 4096}, {14336, 4096}, {4096, 14336}, {151936, 4096}};
     const std::vector<int64_t> ms = {1, 4, 16, 64, 512, 4096};
+    const auto start = std::chrono::steady_clock::now();
     for (const auto& [n, k] : shapes) {
       const Weight dense_block = block_weight(formats[0], k, cpu);
       std::vector<double> cublas_us(ms.size(), 0);
       for (const Format& f : formats) {
+        // Progress on stderr: where the run's time goes.
+        std::fprintf(
+            stderr, "%.1f s: %s %lldx%lld\n",
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+            f.name.c_str(), static_cast<long long>(n), static_cast<long long>(k));
         const Weight block =
             f.format == WeightFormat::dense ? dense_block : block_weight(f, k, cpu);
         const int copies =

@@ -194,39 +194,26 @@ int asymmetric_code(float x, float step, float offset, int levels) {
   return round_clamp((x + offset) / step, 0, levels);
 }
 
-void quantize_q4_k(const float* x, int64_t blocks, uint8_t* out) {
+// Q4_K and Q5_K share the sub-block fit and the low-nibble layout; Q5_K adds a fifth bit per
+// code in qh (bit 2c + high_half of qh[l] for element 64c + 32·high_half + l).
+template <class Block, bool Fifth>
+void quantize_k45(const float* x, int64_t blocks, uint8_t* out, const char* name) {
+  constexpr int kLevels = Fifth ? 31 : 15;
   for (int64_t i = 0; i < blocks; ++i) {
     const float* xb = x + i * kQKK;
-    const AsymmetricSubBlocks fit = fit_asymmetric(xb, 15, "q4_k");
-    BlockQ4_K b{};
+    const AsymmetricSubBlocks fit = fit_asymmetric(xb, kLevels, name);
+    Block b{};
     b.d = fit.d;
     b.dmin = fit.dmin;
     for (int s = 0; s < 8; ++s) set_scale_min_k4(s, fit.ls[s], fit.lm[s], b.scales);
     for (int e = 0; e < kQKK; ++e) {
-      const int s = e / 32;
-      const int q = asymmetric_code(xb[e], fit.step[s], fit.offset[s], 15);
-      uint8_t& byte = b.qs[32 * (e >> 6) + (e & 31)];
-      byte = static_cast<uint8_t>((e & 32) ? (byte | (q << 4)) : (byte | q));
-    }
-    std::memcpy(out + i * static_cast<int64_t>(sizeof b), &b, sizeof b);
-  }
-}
-
-void quantize_q5_k(const float* x, int64_t blocks, uint8_t* out) {
-  for (int64_t i = 0; i < blocks; ++i) {
-    const float* xb = x + i * kQKK;
-    const AsymmetricSubBlocks fit = fit_asymmetric(xb, 31, "q5_k");
-    BlockQ5_K b{};
-    b.d = fit.d;
-    b.dmin = fit.dmin;
-    for (int s = 0; s < 8; ++s) set_scale_min_k4(s, fit.ls[s], fit.lm[s], b.scales);
-    for (int e = 0; e < kQKK; ++e) {
-      const int s = e / 32;
-      const int q = asymmetric_code(xb[e], fit.step[s], fit.offset[s], 31);
+      const int q = asymmetric_code(xb[e], fit.step[e / 32], fit.offset[e / 32], kLevels);
       const int chunk = e >> 6, l = e & 31, high_half = (e >> 5) & 1;
       uint8_t& byte = b.qs[32 * chunk + l];
       byte = static_cast<uint8_t>(high_half ? (byte | ((q & 15) << 4)) : (byte | (q & 15)));
-      b.qh[l] = static_cast<uint8_t>(b.qh[l] | ((q >> 4) << (2 * chunk + high_half)));
+      if constexpr (Fifth) {
+        b.qh[l] = static_cast<uint8_t>(b.qh[l] | ((q >> 4) << (2 * chunk + high_half)));
+      }
     }
     std::memcpy(out + i * static_cast<int64_t>(sizeof b), &b, sizeof b);
   }
@@ -342,10 +329,10 @@ void quantize_row(WeightFormat format, const float* x, int64_t k, uint8_t* block
       return quantize_q8_0(x, count, blocks);
     case WeightFormat::q4_k:
       require_finite(x, k, "q4_k");
-      return quantize_q4_k(x, count, blocks);
+      return quantize_k45<BlockQ4_K, false>(x, count, blocks, "q4_k");
     case WeightFormat::q5_k:
       require_finite(x, k, "q5_k");
-      return quantize_q5_k(x, count, blocks);
+      return quantize_k45<BlockQ5_K, true>(x, count, blocks, "q5_k");
     case WeightFormat::q6_k:
       require_finite(x, k, "q6_k");
       return quantize_q6_k(x, count, blocks);

@@ -169,55 +169,51 @@ MLXN_HD int q6_k_code(const BlockQ6_K& b, int e) {  // 0..63
   return low | (((b.qh[32 * half + l] >> (2 * t)) & 3) << 4);
 }
 
+// Values per block of each block type.
+template <class Block>
+inline constexpr int kBlockElements = kQKK;
+template <>
+inline constexpr int kBlockElements<BlockQ4_0> = kQK;
+template <>
+inline constexpr int kBlockElements<BlockQ8_0> = kQK;
+
+// Element e of a block as f32, exactly as ggml's dequantize_row_* computes it. The one source of
+// these formulas: the CPU reference, dequantize_block and the CUDA kernels all call it.
+MLXN_HD float dequantize_element(const BlockQ4_0& b, int e) {
+  return portable::mul_rn(static_cast<float>(q4_0_code(b, e) - 8), f16_bits_to_float(b.d));
+}
+
+MLXN_HD float dequantize_element(const BlockQ8_0& b, int e) {
+  return portable::mul_rn(static_cast<float>(b.qs[e]), f16_bits_to_float(b.d));
+}
+
+// Q4_K / Q5_K: y = (d * sc) * q - (dmin * m), sc and m those of sub-block e / 32.
+template <class Block>
+MLXN_HD float dequantize_k45_element(const Block& b, int e, int code) {
+  const ScaleMin sm = get_scale_min_k4(e / 32, b.scales);
+  const float ds = portable::mul_rn(f16_bits_to_float(b.d), static_cast<float>(sm.scale));
+  const float ms = portable::mul_rn(f16_bits_to_float(b.dmin), static_cast<float>(sm.min));
+  return portable::add_rn(portable::mul_rn(ds, static_cast<float>(code)), -ms);
+}
+
+MLXN_HD float dequantize_element(const BlockQ4_K& b, int e) {
+  return dequantize_k45_element(b, e, q4_k_code(b, e));
+}
+
+MLXN_HD float dequantize_element(const BlockQ5_K& b, int e) {
+  return dequantize_k45_element(b, e, q5_k_code(b, e));
+}
+
+// y = (d * sc) * (q - 32), sc that of sub-block e / 16.
+MLXN_HD float dequantize_element(const BlockQ6_K& b, int e) {
+  const float ds = portable::mul_rn(f16_bits_to_float(b.d), static_cast<float>(b.scales[e >> 4]));
+  return portable::mul_rn(ds, static_cast<float>(q6_k_code(b, e) - 32));
+}
+
 // Decoding one block into `out` (kQK or kQKK floats), exactly as ggml's dequantize_row_*.
-MLXN_HD void dequantize_block(const BlockQ4_0& b, float* out) {
-  const float d = f16_bits_to_float(b.d);
-  for (int e = 0; e < kQK; ++e) {
-    out[e] = portable::mul_rn(static_cast<float>(q4_0_code(b, e) - 8), d);
-  }
-}
-
-MLXN_HD void dequantize_block(const BlockQ8_0& b, float* out) {
-  const float d = f16_bits_to_float(b.d);
-  for (int e = 0; e < kQK; ++e) out[e] = portable::mul_rn(static_cast<float>(b.qs[e]), d);
-}
-
-// y = (d * sc) * q - (dmin * m), per sub-block of 32.
-MLXN_HD void dequantize_block(const BlockQ4_K& b, float* out) {
-  const float d = f16_bits_to_float(b.d);
-  const float dmin = f16_bits_to_float(b.dmin);
-  for (int s = 0; s < kQKK / 32; ++s) {
-    const ScaleMin sm = get_scale_min_k4(s, b.scales);
-    const float ds = portable::mul_rn(d, static_cast<float>(sm.scale));
-    const float ms = portable::mul_rn(dmin, static_cast<float>(sm.min));
-    for (int l = 0; l < 32; ++l) {
-      const int e = 32 * s + l;
-      out[e] = portable::add_rn(portable::mul_rn(ds, static_cast<float>(q4_k_code(b, e))), -ms);
-    }
-  }
-}
-
-MLXN_HD void dequantize_block(const BlockQ5_K& b, float* out) {
-  const float d = f16_bits_to_float(b.d);
-  const float dmin = f16_bits_to_float(b.dmin);
-  for (int s = 0; s < kQKK / 32; ++s) {
-    const ScaleMin sm = get_scale_min_k4(s, b.scales);
-    const float ds = portable::mul_rn(d, static_cast<float>(sm.scale));
-    const float ms = portable::mul_rn(dmin, static_cast<float>(sm.min));
-    for (int l = 0; l < 32; ++l) {
-      const int e = 32 * s + l;
-      out[e] = portable::add_rn(portable::mul_rn(ds, static_cast<float>(q5_k_code(b, e))), -ms);
-    }
-  }
-}
-
-// y = (d * sc) * (q - 32), per sub-block of 16.
-MLXN_HD void dequantize_block(const BlockQ6_K& b, float* out) {
-  const float d = f16_bits_to_float(b.d);
-  for (int e = 0; e < kQKK; ++e) {
-    const float ds = portable::mul_rn(d, static_cast<float>(b.scales[e >> 4]));
-    out[e] = portable::mul_rn(ds, static_cast<float>(q6_k_code(b, e) - 32));
-  }
+template <class Block>
+MLXN_HD void dequantize_block(const Block& b, float* out) {
+  for (int e = 0; e < kBlockElements<Block>; ++e) out[e] = dequantize_element(b, e);
 }
 
 // ---- Host helpers (ggml.cpp) -----------------------------------------------------------------

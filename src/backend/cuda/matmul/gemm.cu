@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <tuple>
 
@@ -68,26 +69,27 @@ struct LtDescriptors {
   }
 };
 
-// out[:, n0 : n0 + n] (leading dimension ldd) = x [m, k] · w_rows [n, k]^T (+ bias[n0 : n0 + n]).
-// w_rows and x share a dtype; bias (if given) has out's dtype.
-void lt_matmul(const void* w_rows, const void* x, void* out, const void* bias, int64_t m, int64_t n,
-               int64_t k, int64_t ldd, DType in_type, DType out_type, const Stream& stream) {
-  const int device = stream.device().index;
-  const cublasLtHandle_t handle = lt_handle(device);
-  const cudaDataType_t ab = cuda_type(in_type), dt = cuda_type(out_type);
+// The descriptors and the heuristic's algorithm for one problem shape, built once: creating them
+// and querying the heuristic costs microseconds of host time on every call otherwise.
+struct LtPlan {
   LtDescriptors desc;
+  cublasLtMatmulHeuristicResult_t choice{};
+};
+
+std::unique_ptr<LtPlan> make_plan(cublasLtHandle_t handle, int64_t m, int64_t n, int64_t k,
+                                  int64_t ldd, cudaDataType_t ab, cudaDataType_t dt, bool bias) {
+  auto plan = std::make_unique<LtPlan>();
+  LtDescriptors& desc = plan->desc;
   MLXN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
   MLXN_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof(trans)));
   MLXN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &no_trans,
                                                    sizeof(no_trans)));
-  if (bias != nullptr) {
+  if (bias) {
     const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     MLXN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE,
                                                      &epilogue, sizeof(epilogue)));
-    MLXN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                     &bias, sizeof(bias)));
     MLXN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                      &dt, sizeof(dt)));
   }
@@ -102,35 +104,45 @@ void lt_matmul(const void* w_rows, const void* x, void* out, const void* bias, i
   MLXN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       desc.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
       sizeof(workspace_bytes)));
+  int found = 0;
+  MLXN_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, desc.op, desc.a, desc.b, desc.d, desc.d,
+                                                   desc.preference, 1, &plan->choice, &found));
+  if (found == 0) {
+    throw Error("matmul", "cuBLASLt has no algorithm for m " + std::to_string(m) + ", n " +
+                              std::to_string(n) + ", k " + std::to_string(k));
+  }
+  return plan;
+}
 
-  // The heuristic's choice per shape, cached: the query costs microseconds on every call.
+// out[:, n0 : n0 + n] (leading dimension ldd) = x [m, k] · w_rows [n, k]^T (+ bias[n0 : n0 + n]).
+// w_rows and x share a dtype; bias (if given) has out's dtype.
+void lt_matmul(const void* w_rows, const void* x, void* out, const void* bias, int64_t m, int64_t n,
+               int64_t k, int64_t ldd, DType in_type, DType out_type, const Stream& stream) {
+  const int device = stream.device().index;
+  const cublasLtHandle_t handle = lt_handle(device);
+  const cudaDataType_t ab = cuda_type(in_type), dt = cuda_type(out_type);
   using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int, int, bool>;
   static std::mutex mutex;
-  static std::map<Key, cublasLtMatmulHeuristicResult_t> cache;
+  static std::map<Key, std::unique_ptr<LtPlan>> plans;  // for the process lifetime
+  // The plan's descriptor carries the bias pointer of this call: set and used under the lock.
+  std::lock_guard<std::mutex> lock(mutex);
   const Key key{device, m, n, k, ldd, static_cast<int>(ab), static_cast<int>(dt), bias != nullptr};
-  cublasLtMatmulHeuristicResult_t choice{};
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    auto it = cache.find(key);
-    if (it == cache.end()) {
-      int found = 0;
-      MLXN_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(
-          handle, desc.op, desc.a, desc.b, desc.d, desc.d, desc.preference, 1, &choice, &found));
-      if (found == 0) {
-        throw Error("matmul", "cuBLASLt has no algorithm for m " + std::to_string(m) + ", n " +
-                                  std::to_string(n) + ", k " + std::to_string(k));
-      }
-      it = cache.emplace(key, choice).first;
-    }
-    choice = it->second;
+  auto it = plans.find(key);
+  if (it == plans.end()) {
+    it = plans.emplace(key, make_plan(handle, m, n, k, ldd, ab, dt, bias != nullptr)).first;
+  }
+  const LtPlan& plan = *it->second;
+  if (bias != nullptr) {
+    MLXN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+        plan.desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
   }
   Buffer workspace =
-      Buffer::empty({static_cast<int64_t>(choice.workspaceSize) + 1}, DType::u8, stream);
+      Buffer::empty({static_cast<int64_t>(plan.choice.workspaceSize) + 1}, DType::u8, stream);
   stream.retain_for_capture(workspace.allocation());
   const float alpha = 1.0f, beta = 0.0f;
-  MLXN_CUBLAS_CHECK(cublasLtMatmul(handle, desc.op, &alpha, w_rows, desc.a, x, desc.b, &beta, out,
-                                   desc.d, out, desc.d, &choice.algo, workspace.data(),
-                                   choice.workspaceSize,
+  MLXN_CUBLAS_CHECK(cublasLtMatmul(handle, plan.desc.op, &alpha, w_rows, plan.desc.a, x,
+                                   plan.desc.b, &beta, out, plan.desc.d, out, plan.desc.d,
+                                   &plan.choice.algo, workspace.data(), plan.choice.workspaceSize,
                                    static_cast<cudaStream_t>(stream.native_handle())));
 }
 

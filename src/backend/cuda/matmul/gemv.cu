@@ -94,6 +94,17 @@ __device__ __forceinline__ void load_words_2aligned(const uint8_t* p, uint32_t (
   for (int j = 0; j < Words; ++j) out[j] = __funnelshift_r(w[j], w[j + 1], shift);
 }
 
+// Words [0, 4·N) of `out` from N 16-byte loads at a 16-byte aligned address.
+template <int N, int Words>
+__device__ __forceinline__ void load_uint4_words(const uint8_t* p, uint32_t (&out)[Words]) {
+  static_assert(4 * N <= Words);
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    const uint4 v = reinterpret_cast<const uint4*>(p)[j];
+    out[4 * j] = v.x, out[4 * j + 1] = v.y, out[4 * j + 2] = v.z, out[4 * j + 3] = v.w;
+  }
+}
+
 // ---- formats: load(raw, params, row, chunk) then decode(raw, chunk) ---------------------------
 
 template <int Bits>
@@ -105,14 +116,8 @@ struct MlxAffine {
   };
   static __device__ __forceinline__ void load(Raw& r, const Params& p, int row, int ch) {
     const uint8_t* src = p.w + row * p.row_bytes + static_cast<int64_t>(ch) * 4 * Bits;
-    if constexpr (Bits == 4) {
-      const uint4 v = *reinterpret_cast<const uint4*>(src);
-      r.w[0] = v.x, r.w[1] = v.y, r.w[2] = v.z, r.w[3] = v.w;
-    } else if constexpr (Bits == 8) {
-      const uint4 v0 = reinterpret_cast<const uint4*>(src)[0];
-      const uint4 v1 = reinterpret_cast<const uint4*>(src)[1];
-      r.w[0] = v0.x, r.w[1] = v0.y, r.w[2] = v0.z, r.w[3] = v0.w;
-      r.w[4] = v1.x, r.w[5] = v1.y, r.w[6] = v1.z, r.w[7] = v1.w;
+    if constexpr (Bits == 4 || Bits == 8) {
+      load_uint4_words<Bits / 4>(src, r.w);
     } else if constexpr (Bits == 2) {
       const uint2 v = *reinterpret_cast<const uint2*>(src);
       r.w[0] = v.x, r.w[1] = v.y;
@@ -133,7 +138,8 @@ struct MlxAffine {
   static __device__ __forceinline__ void decode(const Raw& r, Chunk& c) {
     if constexpr (Bits == 4) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {  // words (h, h + 2) hold codes 8h.. and 16 + 8h..
+      // Word h holds codes 8h .. 8h + 7 and word h + 2 their partners 8h + 16 .. 8h + 23.
+      for (int h = 0; h < 2; ++h) {
         const uint32_t lo = prmt(r.w[h], r.w[h + 2], 0x5410);
         const uint32_t hi = prmt(r.w[h], r.w[h + 2], 0x7632);
 #pragma unroll
@@ -224,16 +230,8 @@ struct QK45 {
   static __device__ __forceinline__ void load(Raw& r, const Params& p, int row, int ch) {
     const uint8_t* b = p.w + row * p.row_bytes + static_cast<int64_t>(ch >> 3) * kBlockBytes;
     r.sub = ch & 7;
-    const uint4* qs = reinterpret_cast<const uint4*>(b + kQsOffset + 32 * (r.sub >> 1));
-    const uint4 v0 = qs[0], v1 = qs[1];
-    r.q[0] = v0.x, r.q[1] = v0.y, r.q[2] = v0.z, r.q[3] = v0.w;
-    r.q[4] = v1.x, r.q[5] = v1.y, r.q[6] = v1.z, r.q[7] = v1.w;
-    if constexpr (Fifth) {
-      const uint4* qh = reinterpret_cast<const uint4*>(b + 16);
-      const uint4 h0 = qh[0], h1 = qh[1];
-      r.h[0] = h0.x, r.h[1] = h0.y, r.h[2] = h0.z, r.h[3] = h0.w;
-      r.h[4] = h1.x, r.h[5] = h1.y, r.h[6] = h1.z, r.h[7] = h1.w;
-    }
+    load_uint4_words<2>(b + kQsOffset + 32 * (r.sub >> 1), r.q);
+    if constexpr (Fifth) load_uint4_words<2>(b + 16, r.h);
     const uint4 head = *reinterpret_cast<const uint4*>(b);
     r.dd = head.x;
     r.sc[0] = head.y, r.sc[1] = head.z, r.sc[2] = head.w;
@@ -397,14 +395,9 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
     for (int t = 0; t < Tiles; ++t) {
       const int xrow = t * 8 + g;
       if (valid && xrow < p.m) {
-        const uint4* src = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(xrow) * p.k +
-                                                          static_cast<int64_t>(ch) * kChunk);
-#pragma unroll
-        for (int v = 0; v < 4; ++v) {
-          const uint4 u = src[v];
-          xw[t][4 * v] = u.x, xw[t][4 * v + 1] = u.y, xw[t][4 * v + 2] = u.z,
-                    xw[t][4 * v + 3] = u.w;
-        }
+        load_uint4_words<4>(reinterpret_cast<const uint8_t*>(x + static_cast<int64_t>(xrow) * p.k +
+                                                             static_cast<int64_t>(ch) * kChunk),
+                            xw[t]);
       } else {
 #pragma unroll
         for (int v = 0; v < 16; ++v) xw[t][v] = 0u;

@@ -41,11 +41,17 @@ inline WeightView weight_view(const Weight& w) {
   return v;
 }
 
+// Element col of a row of GGML blocks.
+template <class Block>
+__device__ __forceinline__ float element_of(const uint8_t* row, int64_t col) {
+  constexpr int kElements = formats::kBlockElements<Block>;
+  return formats::dequantize_element(reinterpret_cast<const Block*>(row)[col / kElements],
+                                     static_cast<int>(col % kElements));
+}
+
 // Element (row, col) of the weight as f32.
 __device__ __forceinline__ float weight_element(const WeightView& w, int64_t row, int64_t col) {
   namespace f = formats;
-  using portable::add_rn;
-  using portable::mul_rn;
   const uint8_t* r = w.data + row * w.row_bytes;
   switch (w.format) {
     case WeightFormat::dense:
@@ -56,37 +62,16 @@ __device__ __forceinline__ float weight_element(const WeightView& w, int64_t row
                                  load_float_coded(w.scales, w.scale_code, g),
                                  load_float_coded(w.biases, w.scale_code, g));
     }
-    case WeightFormat::q4_0: {
-      const auto& b = reinterpret_cast<const f::BlockQ4_0*>(r)[col / f::kQK];
-      const int e = static_cast<int>(col % f::kQK);
-      return mul_rn(static_cast<float>(f::q4_0_code(b, e) - 8), f::f16_bits_to_float(b.d));
-    }
-    case WeightFormat::q8_0: {
-      const auto& b = reinterpret_cast<const f::BlockQ8_0*>(r)[col / f::kQK];
-      return mul_rn(static_cast<float>(b.qs[col % f::kQK]), f::f16_bits_to_float(b.d));
-    }
-    case WeightFormat::q4_k: {
-      const auto& b = reinterpret_cast<const f::BlockQ4_K*>(r)[col / f::kQKK];
-      const int e = static_cast<int>(col % f::kQKK);
-      const f::ScaleMin sm = f::get_scale_min_k4(e / 32, b.scales);
-      const float ds = mul_rn(f::f16_bits_to_float(b.d), static_cast<float>(sm.scale));
-      const float ms = mul_rn(f::f16_bits_to_float(b.dmin), static_cast<float>(sm.min));
-      return add_rn(mul_rn(ds, static_cast<float>(f::q4_k_code(b, e))), -ms);
-    }
-    case WeightFormat::q5_k: {
-      const auto& b = reinterpret_cast<const f::BlockQ5_K*>(r)[col / f::kQKK];
-      const int e = static_cast<int>(col % f::kQKK);
-      const f::ScaleMin sm = f::get_scale_min_k4(e / 32, b.scales);
-      const float ds = mul_rn(f::f16_bits_to_float(b.d), static_cast<float>(sm.scale));
-      const float ms = mul_rn(f::f16_bits_to_float(b.dmin), static_cast<float>(sm.min));
-      return add_rn(mul_rn(ds, static_cast<float>(f::q5_k_code(b, e))), -ms);
-    }
-    case WeightFormat::q6_k: {
-      const auto& b = reinterpret_cast<const f::BlockQ6_K*>(r)[col / f::kQKK];
-      const int e = static_cast<int>(col % f::kQKK);
-      const float ds = mul_rn(f::f16_bits_to_float(b.d), static_cast<float>(b.scales[e >> 4]));
-      return mul_rn(ds, static_cast<float>(f::q6_k_code(b, e) - 32));
-    }
+    case WeightFormat::q4_0:
+      return element_of<f::BlockQ4_0>(r, col);
+    case WeightFormat::q8_0:
+      return element_of<f::BlockQ8_0>(r, col);
+    case WeightFormat::q4_k:
+      return element_of<f::BlockQ4_K>(r, col);
+    case WeightFormat::q5_k:
+      return element_of<f::BlockQ5_K>(r, col);
+    case WeightFormat::q6_k:
+      return element_of<f::BlockQ6_K>(r, col);
   }
   return 0.0f;
 }
