@@ -90,8 +90,10 @@ double relative_error(const Buffer& y, const Buffer& ref, const Stream& s) {
 
 }  // namespace
 
-int main() {
+// An optional argument keeps only the cases whose name contains it (e.g. for a profiler).
+int main(int argc, char** argv) {
   try {
+    const std::string only = argc > 1 ? argv[1] : "";
     if (!have_gpu()) return 1;
     Stream s(Device::cuda(0));
     Stream cpu(Device::cpu());
@@ -111,6 +113,11 @@ int main() {
       const Weight dense_block = block_weight(formats[0], k, cpu);
       std::vector<double> cublas_us(ms.size(), 0);
       for (const Format& f : formats) {
+        const std::string prefix =
+            "matmul_" + f.name + "_" + std::to_string(n) + "x" + std::to_string(k) + "_m";
+        if (!only.empty() && prefix.find(only) == std::string::npos && only.rfind(prefix, 0) != 0) {
+          continue;
+        }
         // Progress on stderr: where the run's time goes.
         std::fprintf(
             stderr, "%.1f s: %s %lldx%lld\n",
@@ -129,6 +136,10 @@ int main() {
         for (size_t mi = 0; mi < ms.size(); ++mi) {
           const int64_t m = ms[mi];
           if (n == 151936 && m == 4096 && f.format != WeightFormat::dense) continue;
+          if (!only.empty() && (prefix + std::to_string(m)).find(only) == std::string::npos &&
+              prefix.find(only) == std::string::npos) {
+            continue;
+          }
           Buffer x = Buffer::empty({m, k}, DType::bf16, s),
                  y = Buffer::empty({m, n}, DType::bf16, s);
           fill_random(x, {Distribution::normal, 3, 0.0f, 1.0f}, s);

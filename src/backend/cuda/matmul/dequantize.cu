@@ -1,9 +1,14 @@
-// dequantize, the embedding gather, and dequantize_rows (the tensor-core path's staging): one
-// thread per element, each decoded by weight_element (bit-identical to the CPU reference).
+// dequantize and the embedding gather: one thread per element, each decoded by weight_element
+// (bit-identical to the CPU reference). dequantize_rows, the tensor-core path's staging: one
+// thread per 32-code chunk, loaded and decoded with wide accesses by the packed formats
+// (packed_formats.cuh) and written as w = fma(scale, code, bias) rounded once to the output
+// dtype (the reference's formula for MLX affine, Q4_0, Q8_0 and Q6_K; one rounding fewer than
+// the reference's for Q4_K / Q5_K, well inside the matmul error bound).
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/matmul/matmul.h"
+#include "backend/cuda/matmul/packed_formats.cuh"
 #include "backend/cuda/matmul/weight_view.cuh"
 #include "mlxn/core/device_errors.h"
 #include "mlxn/core/dispatch.h"
@@ -56,6 +61,48 @@ void gather(const Weight& w, int64_t row0, const Buffer& ids, int64_t rows, cons
       });
 }
 
+// out[r, :] = weight row row0 + r, one thread per chunk.
+template <class Fmt, class T>
+__global__ void __launch_bounds__(kThreads)
+    stage_rows_kernel(const __grid_constant__ packed::PackedWeight w, int row0, int64_t rows,
+                      T* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= rows * w.chunks) return;
+  const int64_t r = i / w.chunks;
+  const int ch = static_cast<int>(i - r * w.chunks);
+  typename Fmt::Raw raw;
+  Fmt::load(raw, w, row0 + static_cast<int>(r), ch);
+  packed::Chunk c;
+  Fmt::decode(raw, c);
+  float v[packed::kChunk];
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+    v[j] = fmaf(c.s_lo, static_cast<float>(c.pair[j] & 0xffffu), c.b_lo);
+    v[16 + j] = fmaf(c.s_hi, static_cast<float>(c.pair[j] >> 16), c.b_hi);
+  }
+  T* o = out + i * packed::kChunk;  // rows are contiguous: chunk i of the tile
+  if constexpr (sizeof(T) == 4) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      reinterpret_cast<float4*>(o)[j] =
+          make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
+    }
+  } else {
+    uint32_t h[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const T lo = from_float<T>(v[2 * j]), hi = from_float<T>(v[2 * j + 1]);
+      h[j] = static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&lo)) |
+             (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      reinterpret_cast<uint4*>(o)[j] =
+          make_uint4(h[4 * j], h[4 * j + 1], h[4 * j + 2], h[4 * j + 3]);
+    }
+  }
+}
+
 }  // namespace
 
 void dequantize(const Weight& w, const Buffer& out, const Stream& stream) {
@@ -64,7 +111,26 @@ void dequantize(const Weight& w, const Buffer& out, const Stream& stream) {
 
 void dequantize_rows(const Weight& w, int64_t row0, int64_t rows, const Buffer& out,
                      const Stream& stream) {
-  gather(w, row0, Buffer(), rows, out, 0, stream);
+  // The chunk kernel's wide loads and stores need aligned rows; anything else takes the gather.
+  if (w.format() == WeightFormat::dense || !w.data().is_aligned(16) || !out.is_aligned(16) ||
+      w.out_features() > (int64_t{1} << 30)) {
+    gather(w, row0, Buffer(), rows, out, 0, stream);
+    return;
+  }
+  const auto cuda_stream = static_cast<cudaStream_t>(stream.native_handle());
+  const packed::PackedWeight view = packed::packed_weight(w);
+  const int64_t chunks = rows * view.chunks;
+  const auto blocks = static_cast<unsigned>((chunks + kThreads - 1) / kThreads);
+  packed::with_format(w, [&](auto fmt) {
+    using Fmt = decltype(fmt);
+    dispatch_dtype<DTypeList<DType::f32, DType::bf16, DType::f16>>(
+        "dequantize", out.dtype(), [&](auto tag) {
+          using T = device_type_t<decltype(tag)::value>;
+          stage_rows_kernel<Fmt, T><<<blocks, kThreads, 0, cuda_stream>>>(
+              view, static_cast<int>(row0), rows, out.data_as<T>());
+          MLXN_CUDA_CHECK_LAUNCH();
+        });
+  });
 }
 
 void embedding(const linear::EmbeddingJob& job, const Stream& stream) {

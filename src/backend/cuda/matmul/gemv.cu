@@ -10,9 +10,8 @@
 //
 // Decoding: codes below 128 (bf16) or 1024 (f16) become floats by the exponent trick (OR the
 // code into the mantissa of 128.0 / 1024.0, subtract it back), then w = fma(q, scale, bias) on
-// pairs: one rounding to x's dtype. 8-bit codes with bf16 x take the f32 route. Every format is
-// written as scale·code + bias with an unsigned code (Q4_0: d, −8d; Q8_0: d, −128d on code+128;
-// K-quants: d·sc, −dmin·m; Q6_K: d·sc, −32·d·sc), exactly the reference value before rounding.
+// pairs: one rounding to x's dtype. 8-bit codes with bf16 x take the f32 route. The formats'
+// loading and decoding: packed_formats.cuh.
 //
 // Split-K: when the rows alone give too few blocks, blockIdx.y splits the steps; partial sums go
 // to an f32 workspace and the last block of each row tile adds them in split order (a fixed
@@ -23,281 +22,40 @@
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
-#include "backend/cuda/device/occupancy.h"
 #include "backend/cuda/matmul/matmul.h"
-#include "backend/cuda/matmul/weight_view.cuh"
+#include "backend/cuda/matmul/packed_formats.cuh"
+#include "backend/cuda/runtime.h"
 #include "mlxn/core/dispatch.h"
 
 namespace mlxn::cuda {
 
 namespace {
 
+using packed::Chunk;
+using packed::kChunk;
+using packed::load_uint4_words;
+using packed::prmt;
+
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerBlock = kWarps * 16;
-constexpr int kChunk = 32;    // codes per lane per row per step
 constexpr int kMaxRows = 16;  // rows of x this path takes
 constexpr int kMaxSplits = 32;
+constexpr int kMinSplitSteps = 4;  // steps a split covers at least
+constexpr int kBlocksPerSm = 8;    // split-K target: blocks per SM (about what fits)
 
 struct Params {
-  const void* x;     // [M, K] T, rows 16-byte aligned
-  const uint8_t* w;  // [N, row_bytes]: the packed weight rows
-  int64_t row_bytes;
-  const void* scales;  // mlx_affine: [N, K / group] (scale_code)
-  const void* biases;  // mlx_affine: [N, K / group]
+  packed::PackedWeight w;
+  const void* x;       // [M, K] T, rows 16-byte aligned
   const void* bias;    // [N] (bias_code) or null
   void* out;           // [M, N] (out_code)
   float* partials;     // [splits, M, N] when splits > 1
   unsigned* arrivals;  // [row tiles], zeroed, when splits > 1
-  int scale_code, bias_code, out_code;
+  int bias_code, out_code;
   int m, n, k;
-  int chunks;        // K / 32
-  int group_chunks;  // mlx_affine: group_size / 32
-  int steps;         // ceil(chunks / 4)
+  int chunks;  // K / 32
+  int steps;   // ceil(chunks / 4)
   int splits;
-};
-
-// A decoded chunk: pair[i] = code i (bits 0-15) and code i + 16 (bits 16-31); codes i < 16 take
-// (s_lo, b_lo), codes i + 16 take (s_hi, b_hi).
-struct Chunk {
-  uint32_t pair[16];
-  float s_lo, b_lo, s_hi, b_hi;
-};
-
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t selector) {
-  return __byte_perm(a, b, selector);
-}
-
-// Bytes (i, i + 16) of a 32-byte segment held as 8 words, each zero-extended into a 16-bit half.
-__device__ __forceinline__ uint32_t byte_pair(const uint32_t (&q)[8], int i) {
-  return prmt(q[i >> 2], q[4 + (i >> 2)], (i & 3) | ((4 + (i & 3)) << 8)) & 0x00ff00ffu;
-}
-
-__device__ __forceinline__ uint32_t load_u16(const uint8_t* p) {
-  return *reinterpret_cast<const uint16_t*>(p);
-}
-
-// 4·Words bytes at a 2-byte aligned address as words, by aligned loads and funnel shifts. When
-// the address is 2 mod 4 this also reads the 2 bytes before it, which lie in the same block
-// (every caller's range starts at least 2 bytes into its block).
-template <int Words>
-__device__ __forceinline__ void load_words_2aligned(const uint8_t* p, uint32_t (&out)[Words]) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  const auto* base = reinterpret_cast<const uint32_t*>(a & ~uintptr_t{3});
-  const uint32_t shift = (a & 2u) ? 16u : 0u;
-  uint32_t w[Words + 1];
-#pragma unroll
-  for (int j = 0; j < Words; ++j) w[j] = base[j];
-  // Only the low half of the extra word is used: load just those 2 bytes.
-  w[Words] = shift ? *reinterpret_cast<const uint16_t*>(base + Words) : 0u;
-#pragma unroll
-  for (int j = 0; j < Words; ++j) out[j] = __funnelshift_r(w[j], w[j + 1], shift);
-}
-
-// Words [0, 4·N) of `out` from N 16-byte loads at a 16-byte aligned address.
-template <int N, int Words>
-__device__ __forceinline__ void load_uint4_words(const uint8_t* p, uint32_t (&out)[Words]) {
-  static_assert(4 * N <= Words);
-#pragma unroll
-  for (int j = 0; j < N; ++j) {
-    const uint4 v = reinterpret_cast<const uint4*>(p)[j];
-    out[4 * j] = v.x, out[4 * j + 1] = v.y, out[4 * j + 2] = v.z, out[4 * j + 3] = v.w;
-  }
-}
-
-// ---- formats: load(raw, params, row, chunk) then decode(raw, chunk) ---------------------------
-
-template <int Bits>
-struct MlxAffine {
-  static constexpr bool kWide = Bits == 8;  // codes >= 128: the f32 route for bf16
-  struct Raw {
-    uint32_t w[Bits];
-    float s, b;
-  };
-  static __device__ __forceinline__ void load(Raw& r, const Params& p, int row, int ch) {
-    const uint8_t* src = p.w + row * p.row_bytes + static_cast<int64_t>(ch) * 4 * Bits;
-    if constexpr (Bits == 4 || Bits == 8) {
-      load_uint4_words<Bits / 4>(src, r.w);
-    } else if constexpr (Bits == 2) {
-      const uint2 v = *reinterpret_cast<const uint2*>(src);
-      r.w[0] = v.x, r.w[1] = v.y;
-    } else {
-#pragma unroll
-      for (int j = 0; j < Bits; ++j) r.w[j] = reinterpret_cast<const uint32_t*>(src)[j];
-    }
-    const int64_t g = static_cast<int64_t>(row) * (p.chunks / p.group_chunks) + ch / p.group_chunks;
-    r.s = load_float_coded(p.scales, p.scale_code, g);
-    r.b = load_float_coded(p.biases, p.scale_code, g);
-  }
-  static __device__ __forceinline__ uint32_t code(const Raw& r, int j) {
-    constexpr uint32_t kMask = (1u << Bits) - 1u;
-    const int bit = j * Bits, word = bit >> 5, shift = bit & 31;
-    if (shift + Bits <= 32) return (r.w[word] >> shift) & kMask;
-    return __funnelshift_r(r.w[word], r.w[word + 1], shift) & kMask;
-  }
-  static __device__ __forceinline__ void decode(const Raw& r, Chunk& c) {
-    if constexpr (Bits == 4) {
-#pragma unroll
-      // Word h holds codes 8h .. 8h + 7 and word h + 2 their partners 8h + 16 .. 8h + 23.
-      for (int h = 0; h < 2; ++h) {
-        const uint32_t lo = prmt(r.w[h], r.w[h + 2], 0x5410);
-        const uint32_t hi = prmt(r.w[h], r.w[h + 2], 0x7632);
-#pragma unroll
-        for (int n = 0; n < 4; ++n) {
-          c.pair[8 * h + n] = (lo >> (4 * n)) & 0x000f000fu;
-          c.pair[8 * h + 4 + n] = (hi >> (4 * n)) & 0x000f000fu;
-        }
-      }
-    } else if constexpr (Bits == 2) {
-      const uint32_t lo = prmt(r.w[0], r.w[1], 0x5410);
-      const uint32_t hi = prmt(r.w[0], r.w[1], 0x7632);
-#pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        c.pair[n] = (lo >> (2 * n)) & 0x00030003u;
-        c.pair[8 + n] = (hi >> (2 * n)) & 0x00030003u;
-      }
-    } else if constexpr (Bits == 8) {
-#pragma unroll
-      for (int i = 0; i < 16; ++i) c.pair[i] = byte_pair(r.w, i);
-    } else {
-#pragma unroll
-      for (int i = 0; i < 16; ++i) c.pair[i] = code(r, i) | (code(r, i + 16) << 16);
-    }
-    c.s_lo = c.s_hi = r.s;
-    c.b_lo = c.b_hi = r.b;
-  }
-};
-
-struct Q4_0 {
-  static constexpr bool kWide = false;
-  struct Raw {
-    uint32_t q[4];
-    uint32_t d;
-  };
-  static __device__ __forceinline__ void load(Raw& r, const Params& p, int row, int ch) {
-    const uint8_t* b = p.w + row * p.row_bytes + static_cast<int64_t>(ch) * 18;
-    r.d = load_u16(b);
-    load_words_2aligned<4>(b + 2, r.q);  // reads d before and the next block's d after
-  }
-  static __device__ __forceinline__ void decode(const Raw& r, Chunk& c) {
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const uint32_t lo = r.q[j] & 0x0f0f0f0fu, hi = (r.q[j] >> 4) & 0x0f0f0f0fu;
-#pragma unroll
-      for (int n = 0; n < 4; ++n)
-        c.pair[4 * j + n] = prmt(lo, hi, n | ((4 + n) << 8)) & 0x00ff00ffu;
-    }
-    const float d = formats::f16_bits_to_float(static_cast<uint16_t>(r.d));
-    c.s_lo = c.s_hi = d;
-    c.b_lo = c.b_hi = -8.0f * d;
-  }
-};
-
-struct Q8_0 {
-  static constexpr bool kWide = true;
-  struct Raw {
-    uint32_t q[8];
-    uint32_t d;
-  };
-  static __device__ __forceinline__ void load(Raw& r, const Params& p, int row, int ch) {
-    const uint8_t* b = p.w + row * p.row_bytes + static_cast<int64_t>(ch) * 34;
-    r.d = load_u16(b);
-    load_words_2aligned<8>(b + 2, r.q);
-  }
-  static __device__ __forceinline__ void decode(const Raw& r, Chunk& c) {
-    // Signed codes as code + 128: w = d·(q + 128) − 128·d, the bias exact.
-#pragma unroll
-    for (int i = 0; i < 16; ++i) c.pair[i] = byte_pair(r.q, i) ^ 0x00800080u;
-    const float d = formats::f16_bits_to_float(static_cast<uint16_t>(r.d));
-    c.s_lo = c.s_hi = d;
-    c.b_lo = c.b_hi = -128.0f * d;
-  }
-};
-
-// Q4_K / Q5_K: chunk = sub-block s of super-block ch / 8 (32 codes, one scale and min).
-template <bool Fifth>
-struct QK45 {
-  static constexpr bool kWide = false;
-  static constexpr int kBlockBytes = Fifth ? 176 : 144;
-  static constexpr int kQsOffset = Fifth ? 48 : 16;
-  struct Raw {
-    uint32_t q[8];
-    uint32_t h[8];  // Q5_K: qh bytes 0..31
-    uint32_t dd;    // d | dmin << 16
-    uint32_t sc[3];
-    int sub;
-  };
-  static __device__ __forceinline__ void load(Raw& r, const Params& p, int row, int ch) {
-    const uint8_t* b = p.w + row * p.row_bytes + static_cast<int64_t>(ch >> 3) * kBlockBytes;
-    r.sub = ch & 7;
-    load_uint4_words<2>(b + kQsOffset + 32 * (r.sub >> 1), r.q);
-    if constexpr (Fifth) load_uint4_words<2>(b + 16, r.h);
-    const uint4 head = *reinterpret_cast<const uint4*>(b);
-    r.dd = head.x;
-    r.sc[0] = head.y, r.sc[1] = head.z, r.sc[2] = head.w;
-  }
-  static __device__ __forceinline__ void decode(const Raw& r, Chunk& c) {
-    const int shift = 4 * (r.sub & 1);
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      uint32_t v = (prmt(r.q[i >> 2], r.q[4 + (i >> 2)], (i & 3) | ((4 + (i & 3)) << 8)) >> shift) &
-                   0x000f000fu;
-      if constexpr (Fifth) {
-        const uint32_t hb = (byte_pair(r.h, i) >> r.sub) & 0x00010001u;
-        v |= hb << 4;
-      }
-      c.pair[i] = v;
-    }
-    uint8_t scales[12];
-#pragma unroll
-    for (int j = 0; j < 3; ++j) {
-      scales[4 * j + 0] = static_cast<uint8_t>(r.sc[j]);
-      scales[4 * j + 1] = static_cast<uint8_t>(r.sc[j] >> 8);
-      scales[4 * j + 2] = static_cast<uint8_t>(r.sc[j] >> 16);
-      scales[4 * j + 3] = static_cast<uint8_t>(r.sc[j] >> 24);
-    }
-    const formats::ScaleMin sm = formats::get_scale_min_k4(r.sub, scales);
-    const float d = formats::f16_bits_to_float(static_cast<uint16_t>(r.dd));
-    const float dmin = formats::f16_bits_to_float(static_cast<uint16_t>(r.dd >> 16));
-    c.s_lo = c.s_hi = d * static_cast<float>(sm.scale);
-    c.b_lo = c.b_hi = -(dmin * static_cast<float>(sm.min));
-  }
-};
-
-// Q6_K: chunk j of super-block ch / 8 covers elements 128h + 32t + l (h = j / 4, t = j % 4);
-// its first 16 codes take scale 8h + 2t, the others 8h + 2t + 1.
-struct Q6K {
-  static constexpr bool kWide = false;
-  struct Raw {
-    uint32_t ql[8];
-    uint32_t qh[8];
-    uint32_t sc;  // the two int8 scales
-    uint32_t d;
-    int t;
-  };
-  static __device__ __forceinline__ void load(Raw& r, const Params& p, int row, int ch) {
-    const uint8_t* b = p.w + row * p.row_bytes + static_cast<int64_t>(ch >> 3) * 210;
-    const int j = ch & 7, h = j >> 2;
-    r.t = j & 3;
-    load_words_2aligned<8>(b + 64 * h + 32 * (r.t & 1), r.ql);
-    load_words_2aligned<8>(b + 128 + 32 * h, r.qh);
-    r.sc = load_u16(b + 192 + 8 * h + 2 * r.t);
-    r.d = load_u16(b + 208);
-  }
-  static __device__ __forceinline__ void decode(const Raw& r, Chunk& c) {
-    const int low_shift = 4 * (r.t >> 1), high_shift = 2 * r.t;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const uint32_t lo = (byte_pair(r.ql, i) >> low_shift) & 0x000f000fu;
-      const uint32_t hi = (byte_pair(r.qh, i) >> high_shift) & 0x00030003u;
-      c.pair[i] = lo | (hi << 4);
-    }
-    const float d = formats::f16_bits_to_float(static_cast<uint16_t>(r.d));
-    c.s_lo = d * static_cast<float>(static_cast<int8_t>(r.sc & 0xffu));
-    c.s_hi = d * static_cast<float>(static_cast<int8_t>(r.sc >> 8));
-    c.b_lo = -32.0f * c.s_lo;
-    c.b_hi = -32.0f * c.s_hi;
-  }
 };
 
 // ---- pairs of codes -> pairs of T, and the mma ------------------------------------------------
@@ -388,8 +146,8 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
     const bool valid = step * 4 + quad < p.chunks;
     const int ch = valid ? step * 4 + quad : 0;
     typename Fmt::Raw raw_a, raw_b;
-    Fmt::load(raw_a, p, row_a, ch);
-    Fmt::load(raw_b, p, row_b, ch);
+    Fmt::load(raw_a, p.w, row_a, ch);
+    Fmt::load(raw_b, p.w, row_b, ch);
     uint32_t xw[Tiles][16];
 #pragma unroll
     for (int t = 0; t < Tiles; ++t) {
@@ -457,10 +215,18 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
   for (int i = threadIdx.x; i < p.m * kRowsPerBlock; i += kThreads) {
     const int xrow = i / kRowsPerBlock, row = tile0 + i % kRowsPerBlock;
     if (row >= p.n) continue;
+    // Split order, with four loads in flight at a time (a serial chain of L2 round trips
+    // would dominate the whole kernel at small N).
+    const float* src = p.partials + static_cast<int64_t>(xrow) * p.n + row;
+    const int64_t stride = static_cast<int64_t>(p.m) * p.n;
     float v = 0.0f;
-    for (int s = 0; s < p.splits; ++s) {
-      v += __ldcg(&p.partials[(static_cast<int64_t>(s) * p.m + xrow) * p.n + row]);
+    int s = 0;
+    for (; s + 4 <= p.splits; s += 4) {
+      const float a = __ldcg(src + s * stride), b = __ldcg(src + (s + 1) * stride);
+      const float c = __ldcg(src + (s + 2) * stride), d = __ldcg(src + (s + 3) * stride);
+      v = (((v + a) + b) + c) + d;
     }
+    for (; s < p.splits; ++s) v += __ldcg(src + s * stride);
     store_out(p, xrow, row, v);
   }
   if (threadIdx.x == 0) p.arrivals[blockIdx.x] = 0;
@@ -470,14 +236,13 @@ template <class Fmt, class T>
 void launch(Params p, const Stream& stream) {
   const auto cuda_stream = static_cast<cudaStream_t>(stream.native_handle());
   const int tiles = p.m > 8 ? 2 : 1;
-  const void* kernel = tiles == 2 ? reinterpret_cast<const void*>(&gemv_kernel<Fmt, T, 2>)
-                                  : reinterpret_cast<const void*>(&gemv_kernel<Fmt, T, 1>);
   const int row_tiles = (p.n + kRowsPerBlock - 1) / kRowsPerBlock;
-  const int resident = resident_blocks_per_sm(kernel, kThreads, 0, stream.device()) *
-                       device_properties(stream.device()).multiprocessors;
-  // Enough blocks to fill every SM about twice, but at least 2 steps per split.
-  p.splits = std::clamp((2 * resident + row_tiles - 1) / row_tiles, 1,
-                        std::min(kMaxSplits, std::max(1, p.steps / 2)));
+  // Split K only as far as needed for about kBlocksPerSm blocks per SM, and never below
+  // kMinSplitSteps steps per split: a split's partial sums and the reduction cost more than a
+  // short run of steps saves.
+  const int target_blocks = kBlocksPerSm * device_properties(stream.device()).multiprocessors;
+  p.splits = std::clamp((target_blocks + row_tiles - 1) / row_tiles, 1,
+                        std::min(kMaxSplits, std::max(1, p.steps / kMinSplitSteps)));
   Buffer workspace;
   if (p.splits > 1) {
     const int64_t partial_bytes = static_cast<int64_t>(p.splits) * p.m * p.n * 4;
@@ -497,39 +262,6 @@ void launch(Params p, const Stream& stream) {
   MLXN_CUDA_CHECK_LAUNCH();
 }
 
-template <class T>
-void launch_format(const Params& p, const Weight& w, const Stream& stream) {
-  switch (w.format()) {
-    case WeightFormat::mlx_affine:
-      switch (w.bits()) {
-        case 2:
-          return launch<MlxAffine<2>, T>(p, stream);
-        case 3:
-          return launch<MlxAffine<3>, T>(p, stream);
-        case 4:
-          return launch<MlxAffine<4>, T>(p, stream);
-        case 5:
-          return launch<MlxAffine<5>, T>(p, stream);
-        case 6:
-          return launch<MlxAffine<6>, T>(p, stream);
-        default:
-          return launch<MlxAffine<8>, T>(p, stream);
-      }
-    case WeightFormat::q4_0:
-      return launch<Q4_0, T>(p, stream);
-    case WeightFormat::q8_0:
-      return launch<Q8_0, T>(p, stream);
-    case WeightFormat::q4_k:
-      return launch<QK45<false>, T>(p, stream);
-    case WeightFormat::q5_k:
-      return launch<QK45<true>, T>(p, stream);
-    case WeightFormat::q6_k:
-      return launch<Q6K, T>(p, stream);
-    default:
-      throw Error("matmul", "no packed GEMV for " + std::string(weight_format_name(w.format())));
-  }
-}
-
 }  // namespace
 
 bool gemv_packed(const linear::Job& job, const Stream& stream) {
@@ -541,12 +273,8 @@ bool gemv_packed(const linear::Job& job, const Stream& stream) {
   if (!job.x.is_aligned(16) || !w.data().is_aligned(16)) return false;
   if (job.n > (1 << 30) || job.k > (1 << 30)) return false;
   Params p{};
+  p.w = packed::packed_weight(w);
   p.x = job.x.data();
-  p.w = static_cast<const uint8_t*>(w.data().data());
-  p.row_bytes = w.data().dim(1) * w.data().element_size();
-  p.scales = w.scales().defined() ? w.scales().data() : nullptr;
-  p.biases = w.biases().defined() ? w.biases().data() : nullptr;
-  p.scale_code = w.scales().defined() ? float_dtype_code(w.scales().dtype()) : 0;
   p.bias = job.bias.defined() ? job.bias.data() : nullptr;
   p.bias_code = job.bias.defined() ? float_dtype_code(job.bias.dtype()) : 0;
   p.out = job.out.data();
@@ -555,13 +283,15 @@ bool gemv_packed(const linear::Job& job, const Stream& stream) {
   p.n = static_cast<int>(job.n);
   p.k = static_cast<int>(job.k);
   p.chunks = p.k / kChunk;
-  p.group_chunks = w.format() == WeightFormat::mlx_affine ? w.group_size() / kChunk : 1;
   p.steps = (p.chunks + 3) / 4;
-  if (job.x.dtype() == DType::bf16) {
-    launch_format<__nv_bfloat16>(p, w, stream);
-  } else {
-    launch_format<__half>(p, w, stream);
-  }
+  packed::with_format(w, [&](auto fmt) {
+    using Fmt = decltype(fmt);
+    if (job.x.dtype() == DType::bf16) {
+      launch<Fmt, __nv_bfloat16>(p, stream);
+    } else {
+      launch<Fmt, __half>(p, stream);
+    }
+  });
   return true;
 }
 
