@@ -17,6 +17,42 @@ def load(path):
     return rows
 
 
+def print_extra(r, width):
+    """A line without timings (a ratio, a note): its name and every field but the shape."""
+    extra = {k: v for k, v in r.items() if k not in ("name", "shape")}
+    print(f"{r['name']:{width}} " + " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()))
+
+
+# Peer backends of the prefill cases, as the ratio names print them (ours / theirs in speed).
+PREFILL_PEERS = [("flash_attention", "_vs_torch_flash"), ("cudnn_attention", "_vs_torch_cudnn")]
+
+
+def prefill_cell(p, backend, ours_us):
+    """Speed-up over one backend with its µs, n/a where it has no kernel for the case."""
+    val = p.get("backends", {}).get(backend) if p else None
+    if isinstance(val, (int, float)):
+        return f"{val / ours_us:6.2f}x ({val:.1f})"
+    if val is None:
+        return ""
+    return "n/a" if str(val).startswith("unavailable") else "error"
+
+
+def print_prefill(rows, peer):
+    print("prefill attention: TFLOP/s; speed-up over each PyTorch SDPA backend (its us / ours), "
+          "its us in brackets; n/a: it has no kernel for the case")
+    print(f"{'case':46} {'median us':>10} {'TFLOP/s':>8} " +
+          " ".join(f"{label:>20}" for _, label in PREFILL_PEERS))
+    for r in rows:
+        if "median_us" not in r:
+            print_extra(r, 46)
+            continue
+        p = peer.get(r["name"])
+        tflops = f"{r['TFLOP/s']:8.1f}" if "TFLOP/s" in r else " " * 8
+        cells = " ".join(f"{prefill_cell(p, b, r['median_us']):>20}" for b, _ in PREFILL_PEERS)
+        print(f"{r['name']:46} {r['median_us']:10.1f} {tflops} {cells}".rstrip())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("files", nargs="+")
@@ -25,16 +61,18 @@ def main():
     peer = {r["name"]: r for path in args.peer for r in load(path)}
     print(f"{'case':34} {'median us':>10} {'GB/s':>8} {'% copy':>7} {'peer us':>9} {'peer/us':>8}")
     matrix = {}  # cases paired with a peer case of another name: one row per peer case
+    prefill = []  # prefill attention: TFLOP/s and a ratio per PyTorch SDPA backend
     for path in args.files:
         for r in load(path):
             peer_case = r.get("shape", {}).get("peer_case") if isinstance(r.get("shape"), dict) else None
             if peer_case:
                 matrix.setdefault(peer_case, {})[r["shape"]["format"]] = r
                 continue
+            if r["name"].startswith("prefill_"):
+                prefill.append(r)
+                continue
             if "median_us" not in r:
-                extra = {k: v for k, v in r.items() if k not in ("name", "shape")}
-                print(f"{r['name']:34} " + " ".join(
-                    f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()))
+                print_extra(r, 34)
                 continue
             name = r["name"]
             if "elements" in r.get("shape", {}) and r["name"].startswith("sequence"):
@@ -64,6 +102,8 @@ def main():
                     cells.append(f"{r['median_us']:7.1f}us    ")
             pu = f"{p['median_us']:8.1f}" if p and "median_us" in p else " " * 8
             print(f"{case:32} {pu} " + " ".join(cells))
+    if prefill:
+        print_prefill(prefill, peer)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@
 #include "mlxn/core/scalar.h"
 #include "mlxn/core/stream.h"
 #include "mlxn/ops/activations.h"
+#include "mlxn/ops/attention.h"
 #include "mlxn/ops/checks.h"
 #include "mlxn/ops/elementwise.h"
 #include "mlxn/ops/kv_cache.h"

@@ -335,6 +335,7 @@ struct DequantParams {
   int64_t num_pages;
   int kv_heads;
   int page_size_log2;
+  int ring_pages;  // > 0: logical page n is page_table[n % ring_pages]
   int bits;
   bool original;
   DeviceErrorState* flag;
@@ -416,7 +417,8 @@ __global__ void __launch_bounds__(kThreads) tq_dequantize_kernel(const DequantPa
     const uint32_t i = active ? vec / p.kv_heads : 0;
     const int head = static_cast<int>(active ? vec - i * p.kv_heads : 0);
     const int64_t position = p.start + i;
-    const int64_t page_index = position >> p.page_size_log2;
+    const int64_t logical_page = position >> p.page_size_log2;
+    const int64_t page_index = p.ring_pages > 0 ? logical_page % p.ring_pages : logical_page;
     const int64_t page = active ? p.page_table[page_index] : 0;
     const bool valid = active && page >= 0 && page < p.num_pages;
     if (active && !valid && g == 0) {
@@ -559,8 +561,9 @@ void tq_encode(const tq::EncodeJob* jobs, int job_count, const Buffer& positions
 }
 
 void tq_dequantize(const TqCache& cache, const Buffer& page_table, int64_t start, const Buffer& out,
-                   TqDomain domain, uint32_t index_site, const Stream& stream) {
+                   TqDomain domain, uint32_t index_site, const Stream& stream, int ring_pages) {
   DequantParams p{};
+  p.ring_pages = ring_pages;
   p.payload = cache.payload.data_as<const uint8_t>();
   p.scales = cache.scales.data_as<const uint16_t>();
   p.page_table = page_table.data_as<const int32_t>();
