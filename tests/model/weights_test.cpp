@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "inspect_command.h"
 #include "io/io_test_util.h"
 #include "mlxn/core/float_types.h"
 #include "mlxn/io/gguf.h"
@@ -477,3 +478,33 @@ TEST(ModelWeights, GgufWrongShapeAndMissing) {
 }
 
 }  // namespace
+
+// `mlxn inspect` reads the description and the tensor headers only.
+TEST(ModelInspect, DescribesAnMlxDirectory) {
+  TestDir dir;
+  const WrittenModel w = write_hf_model(dir, llama_config(), options_with(4, true));
+  const std::string report = mlxn::cli::inspect_report(dir.path().string());
+  for (const char* expected :
+       {"(Hugging Face / MLX)", "architecture: llama", "quantization: MLX affine, 4-bit, group 32",
+        "in 2 files", "U32:", "F32:"}) {
+    EXPECT_NE(report.find(expected), std::string::npos) << expected << "\n" << report;
+  }
+  // Every written tensor is counted: the roles' (weight, scales, biases for matrices) and the
+  // two that belong to no role.
+  int64_t tensors = 2;
+  for (const auto& [key, values] : w.expected) tensors += is_matrix(key.role) ? 3 : 1;
+  EXPECT_NE(report.find("tensors: " + std::to_string(tensors) + " in"), std::string::npos)
+      << report;
+}
+
+TEST(ModelInspect, AGgufWithoutTheModelKeysNamesTheKey) {
+  TestDir dir;
+  mlxn::io::GgufWriter writer;
+  writer.add("general.architecture", std::string("llama"));
+  writer.write(dir.file("model.gguf"));
+  EXPECT_TRUE(
+      mlxn::test::throws_error([&] { (void)mlxn::cli::inspect_report(dir.file("model.gguf")); },
+                               "[model]", {"llama.embedding_length", "missing"}));
+  EXPECT_TRUE(mlxn::test::throws_error(
+      [&] { (void)mlxn::cli::inspect_report(dir.file("missing.gguf")); }, "", {"missing.gguf"}));
+}

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "convert_command.h"
+#include "inspect_command.h"
 #include "mlxn/mlxn.h"
 #include "self_check.h"
 #include "tq_codebooks_gen.h"
@@ -102,6 +103,10 @@ int main(int argc, char** argv) {
 
   mlxn::cli::ConvertArgs convert_args;
   auto* convert_cmd = mlxn::cli::add_convert_command(app, convert_args);
+  std::string inspect_path;
+  auto* inspect_cmd = app.add_subcommand(
+      "inspect", "Describe a model (directory with config.json, or .gguf) without loading it");
+  inspect_cmd->add_option("path", inspect_path, "Model directory or GGUF file")->required();
   CLI11_PARSE(app, argc, argv);
   try {
     if (devices_cmd->parsed()) {
@@ -115,6 +120,7 @@ int main(int argc, char** argv) {
     if (decode_cmd->parsed())
       return mlxn::cli::run_tq_decode(bits, dim, in_path, out_path, rotated);
     if (convert_cmd->parsed()) return mlxn::cli::run_convert(convert_args);
+    if (inspect_cmd->parsed()) return mlxn::cli::run_inspect(inspect_path);
     print_devices(false);
     std::printf("\n");
     eval.quick = true;
