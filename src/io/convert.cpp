@@ -43,6 +43,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "core/text.h"
 #include "io/json_util.h"
 #include "io/progress.h"
 #include "mlxn/core/buffer.h"
@@ -79,18 +80,7 @@ constexpr std::string_view kCopiedFiles[] = {"tokenizer.json",
                                              "generation_config.json"};
 constexpr std::string_view kCopiedSuffixes[] = {".py", ".tiktoken"};
 
-std::string in_quotes(std::string_view s) {
-  std::string q;
-  q.reserve(s.size() + 2);
-  q += '\'';
-  q += s;
-  q += '\'';
-  return q;
-}
-
-bool ends_with(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
+using text::in_quotes;
 
 // "layers.2" < "layers.10": digit runs compare as numbers, so shards follow the layer order.
 bool natural_less(std::string_view a, std::string_view b) {
@@ -357,7 +347,7 @@ void prepare_output_dir(const fs::path& in, const fs::path& out, bool force) {
         const std::string name = entry.path().filename().string();
         const bool weights =
             name.rfind("model", 0) == 0 &&
-            (ends_with(name, ".safetensors") || ends_with(name, ".safetensors.partial") ||
+            (name.ends_with(".safetensors") || name.ends_with(".safetensors.partial") ||
              name == "model.safetensors.index.json");
         if (weights && entry.is_regular_file()) fs::remove(entry.path());
       }
@@ -432,7 +422,7 @@ ConvertResult convert_hf_to_mlx(const std::string& hf_dir, const std::string& ou
   // A tied head reads the embedding table; drop a stored copy only when that table is there.
   const bool tied = config_true(cfg, "tie_word_embeddings") &&
                     std::any_of(names.begin(), names.end(), [](const std::string& n) {
-                      return ends_with(n, "embed_tokens.weight");
+                      return n.ends_with("embed_tokens.weight");
                     });
   std::erase_if(names, [&](const std::string& n) {
     return n.find("rotary_emb.inv_freq") != std::string::npos || (tied && n == "lm_head.weight");
@@ -456,7 +446,7 @@ ConvertResult convert_hf_to_mlx(const std::string& hf_dir, const std::string& ou
     } else if (is_floating(*t.dtype)) {
       s.float_out = model_dtype ? *model_dtype : *t.dtype;
     }
-    if (ends_with(name, ".weight") && t.shape.size() == 2 && t.dtype && is_floating(*t.dtype)) {
+    if (name.ends_with(".weight") && t.shape.size() == 2 && t.dtype && is_floating(*t.dtype)) {
       s.module = name.substr(0, name.size() - std::string_view(".weight").size());
       const std::string last = s.module.substr(s.module.rfind('.') + 1);
       std::string lower(last);
@@ -690,7 +680,7 @@ ConvertResult convert_hf_to_mlx(const std::string& hf_dir, const std::string& ou
         std::find(std::begin(kCopiedFiles), std::end(kCopiedFiles), name) !=
             std::end(kCopiedFiles) ||
         std::any_of(std::begin(kCopiedSuffixes), std::end(kCopiedSuffixes),
-                    [&](std::string_view suffix) { return ends_with(name, suffix); });
+                    [&](std::string_view suffix) { return name.ends_with(suffix); });
     if (!listed) continue;
     const fs::path partial = out / (name + ".partial");
     fs::copy_file(entry.path(), partial, fs::copy_options::overwrite_existing, ec);

@@ -15,6 +15,7 @@
 #include <unordered_set>
 #include <utility>
 
+#include "core/text.h"
 #include "io/json_util.h"
 #include "io/mapped_file.h"
 #include "mlxn/core/error.h"
@@ -52,14 +53,7 @@ constexpr std::array<DTypeEntry, 20> kDTypes = {{
     {"U64", 64, std::nullopt},     {"C64", 64, std::nullopt},
 }};
 
-std::string in_quotes(std::string_view s) {
-  std::string q;
-  q.reserve(s.size() + 2);
-  q += '\'';
-  q += s;
-  q += '\'';
-  return q;
-}
+using text::in_quotes;
 
 [[noreturn]] void fail(const std::string& file, const std::string& what) {
   throw Error(kOp, file + ": " + what);

@@ -166,24 +166,6 @@ std::string ModelConfig::describe() const {
 
 namespace detail {
 
-namespace {
-
-template <class T>
-std::string shortest(T value) {
-  if (std::isfinite(value) && value == std::floor(value) &&
-      static_cast<double>(std::fabs(value)) < 1e15) {
-    return std::to_string(static_cast<int64_t>(value));
-  }
-  char buf[64];
-  const auto result = std::to_chars(buf, buf + sizeof buf, value);
-  return std::string(buf, result.ptr);
-}
-
-}  // namespace
-
-std::string format_number(double value) { return shortest(value); }
-std::string format_number(float value) { return shortest(value); }
-
 void validate(const ModelConfig& c, const FieldKeys& keys, bool head_dim_given) {
   require_positive(c, c.vocab_size, keys.vocab_size);
   require_positive(c, c.hidden_size, keys.hidden_size);

@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <concepts>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 #include "attention/prefill_job.h"
 #include "backend/cpu/attention.h"
+#include "core/text.h"
 #include "mlxn/core/device_errors.h"
 #include "mlxn/core/dispatch.h"
 #include "mlxn/ops/memory.h"
@@ -25,20 +25,8 @@ namespace {
 using InputTypes = DTypeList<DType::bf16, DType::f16>;
 using OutputTypes = DTypeList<DType::bf16, DType::f16, DType::f32>;
 
-void append_part(std::string& s, std::string_view part) { s.append(part); }
-template <std::integral T>
-void append_part(std::string& s, T value) {
-  s.append(std::to_string(value));
-}
-void append_part(std::string& s, double value) { s.append(std::to_string(value)); }
-
-// A message built by appending its parts (strings, integers, floats).
-template <class... Parts>
-std::string cat(const Parts&... parts) {
-  std::string s;
-  (append_part(s, parts), ...);
-  return s;
-}
+using ops_detail::require_apart;
+using text::cat;
 
 void require_input_dtype(const char* op, const Buffer& b, const char* name) {
   if (!InputTypes::contains(b.dtype())) {
@@ -70,15 +58,6 @@ void require_i32_vector(const char* op, const Buffer& b, const char* name) {
     throw Error(op, cat(name, " must be i32 [n], got ", b.describe()));
   }
   b.require_contiguous(op, name);
-}
-
-// Two views that may not share a byte (one is written while the other is read).
-void require_apart(const char* op, const Buffer& a, const char* a_name, const Buffer& b,
-                   const char* b_name) {
-  if (a.allocation() != b.allocation()) return;
-  const auto [a0, a1] = ops_detail::byte_extent(a);
-  const auto [b0, b1] = ops_detail::byte_extent(b);
-  if (a0 < b1 && b0 < a1) throw Error(op, cat(a_name, " and ", b_name, " overlap"));
 }
 
 // The scalar parameters and the optional sinks / lse of PrefillAttentionParams.

@@ -107,14 +107,23 @@ inline void require_no_partial_overlap(const char* op, const Buffer& in, const c
   }
 }
 
-// For ops whose every output element reads many input elements (matmul, gathers): the output
-// may not share a byte with the input at all.
+// Two views that may not share a byte (one is written while the other is read). For ops whose
+// every output element reads many input elements (matmul, gathers, attention), an output and
+// each input.
+inline void require_apart(const char* op, const Buffer& a, const char* a_name, const Buffer& b,
+                          const char* b_name) {
+  if (a.allocation() != b.allocation()) return;
+  const auto [a0, a1] = byte_extent(a);
+  const auto [b0, b1] = byte_extent(b);
+  if (a0 < b1 && b0 < a1) {
+    std::string message(a_name);
+    message.append(" and ").append(b_name).append(" overlap");
+    throw Error(op, message);
+  }
+}
 inline void require_disjoint(const char* op, const Buffer& in, const char* name,
                              const Buffer& out) {
-  if (in.allocation() != out.allocation()) return;
-  const auto [a0, a1] = byte_extent(in);
-  const auto [b0, b1] = byte_extent(out);
-  if (a0 < b1 && b0 < a1) throw Error(op, std::string(name) + " and out overlap");
+  require_apart(op, in, name, out, "out");
 }
 
 // Paged storage (TurboQuant and KV caches): pages of a power-of-two number of slots, >= 16.

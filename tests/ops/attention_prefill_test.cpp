@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/cpu/kv_cache.h"
 #include "mlxn/core/float_types.h"
 #include "mlxn/ops/attention.h"
 #include "mlxn/ops/kv_cache.h"
@@ -911,24 +912,6 @@ Buffer rotated_dense_expected(const Prompt& pr, int64_t lo, int64_t hi, const Kv
   return out;
 }
 
-// R^T y in double: the codec's normalised Walsh-Hadamard transform, then its signs (the
-// rotation of docs/turboquant.md; the sign table is the library's single one).
-std::vector<double> inverse_rotate_f64(std::vector<double> y) {
-  const int dim = static_cast<int>(y.size());
-  for (int h = 1; h < dim; h *= 2)
-    for (int i = 0; i < dim; i += 2 * h)
-      for (int j = i; j < i + h; ++j) {
-        const double a = y[j], b = y[j + h];
-        y[j] = a + b;
-        y[j + h] = a - b;
-      }
-  for (int j = 0; j < dim; ++j) {
-    y[j] /= std::sqrt(static_cast<double>(dim));
-    if (tq::sign_is_negative(j)) y[j] = -y[j];
-  }
-  return y;
-}
-
 // Root-mean-square of a - b over that of b.
 double relative_rms(const std::vector<double>& a, const std::vector<double>& b) {
   double num = 0, den = 0;
@@ -1012,7 +995,8 @@ TEST(PrefillAttentionCached, Tq4CacheMatchesRotatedDenseAttention) {
   std::vector<double> want = naive_prefill(rot, s).out;
   std::vector<double> bound(want.size());
   for (int64_t r = 0; r < (N - prefix) * QH; ++r) {
-    const auto row = inverse_rotate_f64({want.begin() + r * D, want.begin() + (r + 1) * D});
+    std::vector<double> row(want.begin() + r * D, want.begin() + (r + 1) * D);
+    mlxn::cpu::rotate_f64(row, /*inverse=*/true);
     double norm = 0;
     for (int e = 0; e < D; ++e) norm += row[e] * row[e];
     for (int e = 0; e < D; ++e) {

@@ -15,9 +15,6 @@
 
 namespace mlxn::cpu {
 
-namespace {
-
-// R x (or R^T x) in double: the signs and the unnormalised transform of the codec.
 void rotate_f64(std::vector<double>& v, bool inverse) {
   const int dim = static_cast<int>(v.size());
   if (!inverse)
@@ -36,8 +33,6 @@ void rotate_f64(std::vector<double>& v, bool inverse) {
     if (inverse && tq::sign_is_negative(j)) v[j] = -v[j];
   }
 }
-
-}  // namespace
 
 void load_cached_vector(const KvStore& store, int64_t slot, int head, float* out) {
   const int dim = store.dim, heads = store.kv_heads(), P = store.page_size();

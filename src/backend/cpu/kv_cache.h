@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "attention/decode_job.h"
 #include "mlxn/ops/kv_cache.h"
@@ -18,5 +19,9 @@ void decode_attention(const attention::DecodeJob& job, const Stream& stream);
 // dense value (fp8 times its head's scale) or, for TurboQuant, y_hat_j = alpha * C[c_j] in the
 // rotated domain. Used by the reference and by the tests' error bounds.
 void load_cached_vector(const KvStore& store, int64_t slot, int head, float* out);
+
+// v <- R v (or R^T v when `inverse`) in double: the TurboQuant rotation (signs, then the
+// normalised Walsh-Hadamard transform), for references that work in the original domain.
+void rotate_f64(std::vector<double>& v, bool inverse);
 
 }  // namespace mlxn::cpu

@@ -181,16 +181,6 @@ __device__ __forceinline__ uint32_t e4m3x2_to_half2(uint32_t two_bytes) {
       : "r"(two_bytes));
   return out;
 }
-template <class T>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  if constexpr (std::is_same_v<T, __half>) {
-    const __half2 h = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&h);
-  } else {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&h);
-  }
-}
 // `n` bits at bit offset `bit` of a little-endian word array (n <= 32; bit, n compile-time after
 // unrolling so this is a shift and a mask).
 template <int W>

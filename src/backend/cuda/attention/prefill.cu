@@ -62,18 +62,6 @@ struct PrefillParams {
   uint32_t site;
 };
 
-// Two floats as a T pair, the first in the low half.
-template <class T>
-__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  } else {
-    const __half2 v = __floats2half2_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&v);
-  }
-}
-
 // Chunk (16 bytes) c of row r in a tile whose rows have Chunks chunks, swizzled.
 template <int Chunks>
 __device__ __forceinline__ int swizzle(int r, int c) {

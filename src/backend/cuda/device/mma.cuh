@@ -1,5 +1,6 @@
 // The warp-level tensor-core PTX the attention and matmul kernels share: shared-memory
-// addresses, cp.async copies, ldmatrix and mma.sync.m16n8k16 (f32 accumulation).
+// addresses, cp.async copies, ldmatrix, mma.sync.m16n8k16 (f32 accumulation) and the packing
+// of its A operand.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -54,6 +55,19 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
         "{%8,%9}, {%0,%1,%2,%3};\n"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// Two floats as a T pair (__half or __nv_bfloat16), the first in the low half: the A operand of
+// an mma built from f32 accumulators.
+template <class T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  } else {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
   }
 }
 

@@ -22,6 +22,7 @@
 #include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device/mma.cuh"
 #include "backend/cuda/matmul/matmul.h"
 #include "backend/cuda/matmul/packed_formats.cuh"
 #include "backend/cuda/runtime.h"
@@ -58,7 +59,7 @@ struct Params {
   int splits;
 };
 
-// ---- pairs of codes -> pairs of T, and the mma ------------------------------------------------
+// ---- pairs of codes -> pairs of T (the A operand of device/mma.cuh's mma) ---------------------
 
 template <class T>
 struct Pairs;
@@ -80,14 +81,6 @@ struct Pairs<__nv_bfloat16> {
     }
     return *reinterpret_cast<uint32_t*>(&w);
   }
-  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                             uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
 };
 
 template <>
@@ -100,14 +93,6 @@ struct Pairs<__half> {
     const __half2 w =
         __hfma2(q, __floats2half2_rn(c.s_lo, c.s_hi), __floats2half2_rn(c.b_lo, c.b_hi));
     return *reinterpret_cast<const uint32_t*>(&w);
-  }
-  static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                             uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 };
 
@@ -176,7 +161,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
         // x pair j = (x_j, x_{j+16}): halves of words j / 2 and 8 + j / 2.
         const uint32_t b0 = prmt(xw[t][i], xw[t][8 + i], 0x5410);
         const uint32_t b1 = prmt(xw[t][i], xw[t][8 + i], 0x7632);
-        Pairs<T>::mma(acc[t], a, b0, b1);
+        mma<T>(acc[t], a, b0, b1);
       }
     }
   }

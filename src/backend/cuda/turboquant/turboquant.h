@@ -18,8 +18,7 @@ void tq_encode_rows(const tq::EncodeJob* jobs, int job_count, const Buffer& posi
                     const Buffer& page_table, uint32_t index_site, const Stream& stream);
 // ring_pages > 0: logical page n is page_table[n % ring_pages] (sliding-window rings).
 void tq_dequantize(const TqCache& cache, const Buffer& page_table, int64_t start, const Buffer& out,
-                   TqDomain domain, uint32_t index_site, const Stream& stream,
-                   int ring_pages = 0);
+                   TqDomain domain, uint32_t index_site, const Stream& stream, int ring_pages = 0);
 void tq_rotate(const Buffer& x, const Buffer& out, bool inverse, const Stream& stream);
 
 }  // namespace mlxn::cuda
