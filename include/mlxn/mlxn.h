@@ -18,6 +18,7 @@
 #include "mlxn/io/hf_config.h"
 #include "mlxn/io/safetensors.h"
 #include "mlxn/model/config.h"
+#include "mlxn/model/runner.h"
 #include "mlxn/model/tensor_names.h"
 #include "mlxn/model/weights.h"
 #include "mlxn/ops/activations.h"

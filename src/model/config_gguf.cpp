@@ -243,7 +243,8 @@ ModelConfig from_gguf(const io::GgufFile& file) {
       c.attention_scale =
           static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.hidden_size / c.num_heads)));
     }
-    c.attn_logit_softcap = static_cast<float>(meta.number("attn_logit_softcapping", 0.0));
+    // llama.cpp soft-caps attention logits for Gemma 2 only (transformers' Gemma 3 too), so a
+    // Gemma 3 GGUF's attn_logit_softcapping is not applied.
     c.final_logit_softcap = static_cast<float>(meta.number("final_logit_softcapping", 0.0));
     // No window key (or 0): every layer global, as llama.cpp runs it.
     const int64_t window = meta.integer("attention.sliding_window", 0);

@@ -445,15 +445,18 @@ ModelConfig from_hf_config(const io::HfConfig& hf) {
       s.fail(cat("'", s.key("query_pre_attn_scalar"), "' must be finite and > 0, got ", scalar));
     }
     c.attention_scale = static_cast<float>(1.0 / std::sqrt(scalar));
-    for (const auto& [key, field] :
-         {std::pair{"attn_logit_softcapping", &c.attn_logit_softcap},
-          std::pair{"final_logit_softcapping", &c.final_logit_softcap}}) {
+    const auto read_cap = [&](const char* key) {
       const double cap = s.number(key, 0.0);  // null in Gemma 3: no soft-capping
       if (s.find(key) != nullptr && !(std::isfinite(cap) && cap > 0)) {
         s.fail(cat("'", s.key(key), "' must be finite and > 0 or null, got ", cap));
       }
-      *field = static_cast<float>(cap);
-    }
+      return static_cast<float>(cap);
+    };
+    c.final_logit_softcap = read_cap("final_logit_softcapping");
+    // Validated, not applied: transformers' Gemma3Attention stores attn_logit_softcapping and
+    // never passes it to the attention (Gemma 2 did), and llama.cpp soft-caps attention for
+    // Gemma 2 only. Gemma 3 checkpoints set it to null.
+    (void)read_cap("attn_logit_softcapping");
   } else if (c.head_dim > 0) {
     c.attention_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
   }

@@ -23,14 +23,21 @@ namespace mlxn {
 namespace {
 
 using InputTypes = DTypeList<DType::bf16, DType::f16>;
+using CpuInputTypes = DTypeList<DType::bf16, DType::f16, DType::f32>;
 using OutputTypes = DTypeList<DType::bf16, DType::f16, DType::f32>;
 
 using ops_detail::require_apart;
 using text::cat;
 
+// f32 inputs are the CPU reference's (the f32 forward pass); the tensor-core kernels take bf16
+// and f16.
 void require_input_dtype(const char* op, const Buffer& b, const char* name) {
-  if (!InputTypes::contains(b.dtype())) {
-    throw Error(op, cat(name, " must be bf16 or f16, got ", b.describe()));
+  if (b.device().is_cpu() && !CpuInputTypes::contains(b.dtype())) {
+    throw Error(op, cat(name, " must be bf16, f16 or f32, got ", b.describe()));
+  }
+  if (!b.device().is_cpu() && !InputTypes::contains(b.dtype())) {
+    throw Error(op,
+                cat(name, " must be bf16 or f16 (f32 runs on the CPU only), got ", b.describe()));
   }
 }
 

@@ -29,15 +29,16 @@ struct TypeInfo {
   int bits;
 };
 // The cache types, defined once.
-constexpr std::array<TypeInfo, 9> kTypes = {{{KvType::bf16, "bf16", 16},
-                                             {KvType::f16, "f16", 16},
-                                             {KvType::fp8, "fp8", 8},
-                                             {KvType::tq2, "tq2", 2},
-                                             {KvType::tq3, "tq3", 3},
-                                             {KvType::tq4, "tq4", 4},
-                                             {KvType::tq5, "tq5", 5},
-                                             {KvType::tq6, "tq6", 6},
-                                             {KvType::tq8, "tq8", 8}}};
+constexpr std::array<TypeInfo, 10> kTypes = {{{KvType::bf16, "bf16", 16},
+                                              {KvType::f16, "f16", 16},
+                                              {KvType::f32, "f32", 32},
+                                              {KvType::fp8, "fp8", 8},
+                                              {KvType::tq2, "tq2", 2},
+                                              {KvType::tq3, "tq3", 3},
+                                              {KvType::tq4, "tq4", 4},
+                                              {KvType::tq5, "tq5", 5},
+                                              {KvType::tq6, "tq6", 6},
+                                              {KvType::tq8, "tq8", 8}}};
 
 const TypeInfo& info(KvType type) {
   for (const auto& t : kTypes)
@@ -51,10 +52,19 @@ DType dense_dtype(KvType type) {
       return DType::bf16;
     case KvType::f16:
       return DType::f16;
+    case KvType::f32:
+      return DType::f32;
     case KvType::fp8:
       return DType::f8e4m3;
     default:
       return DType::u8;
+  }
+}
+
+void require_f32_on_cpu(KvType type, const Device& device, const char* op) {
+  if (type == KvType::f32 && !device.is_cpu()) {
+    throw Error(op, "an f32 cache lives on the CPU only (the reference type); on " +
+                        device.str() + " use bf16, f16, fp8 or tq2..tq8");
   }
 }
 
@@ -98,6 +108,7 @@ KvStore KvStore::allocate(KvType type, int64_t num_pages, int kv_heads, int page
     throw Error(
         op, "num_pages " + str(num_pages) + " and kv_heads " + str(kv_heads) + " must be positive");
   }
+  require_f32_on_cpu(type, stream.device(), op);
   KvStore s;
   s.type = type;
   s.dim = dim;
@@ -125,6 +136,7 @@ void KvStore::validate(const char* op) const {
     return;
   }
   tq::require_dim(dim, op);
+  require_f32_on_cpu(type, data.device(), op);
   data.require_dtype(dense_dtype(type), op, "cache data");
   if (data.rank() != 4 || data.dim(3) != dim) {
     throw Error(op, std::string(kv_type_name(type)) +
@@ -571,6 +583,11 @@ void KvCache::attend(int layer_index, const Buffer& q, const Buffer& out,
   if (l.window > 0) params.window = l.window;
   if (params.max_length == 0) params.max_length = step.max_length;
   decode_attention(q, l, step.page_table_of(layer_index), step.lengths, out, params, stream_);
+}
+
+bool KvCache::fp8_calibration_pending() const {
+  return std::any_of(fp8_pending_.begin(), fp8_pending_.end(),
+                     [](const Fp8Calibration& p) { return p.k || p.v; });
 }
 
 int64_t KvCache::memory_bytes() const {

@@ -562,9 +562,14 @@ TEST(PrefillAttention, BadArgumentsAreRefused) {
 
   EXPECT_TRUE(throws_error(with([](Args& a) { a.q = Buffer(); }), kOp, {"q", "undefined"}));
   EXPECT_TRUE(throws_error(with([&](Args& a) {
+                             a.q = Buffer::empty({T, QH, D}, DType::i32, S());
+                           }),
+                           kOp, {"q must be bf16, f16 or f32"}));
+  // f32 is the CPU reference's: then k and v must be f32 too.
+  EXPECT_TRUE(throws_error(with([&](Args& a) {
                              a.q = rnd({T, QH, D}, DType::f32);
                            }),
-                           kOp, {"q must be bf16 or f16"}));
+                           kOp, {"must have q's dtype f32"}));
   EXPECT_TRUE(throws_error(with([&](Args& a) {
                              a.k = rnd({10, KH, D}, DType::f16);
                            }),
@@ -1144,9 +1149,14 @@ TEST(PrefillAttentionCached, BadArgumentsAreRefused) {
   EXPECT_TRUE(throws_error(with([](Args& a) { a.prefix = -1; }), kOp, {"prefix_len -1"}));
   EXPECT_TRUE(throws_error(with([](Args& a) { a.prefix = 33; }), kOp, {"prefix_len 33"}));
   EXPECT_TRUE(throws_error(with([&](Args& a) {
+                             a.q = Buffer::empty({L, QH, D}, DType::i32, S());
+                           }),
+                           kOp, {"q must be bf16, f16 or f32"}));
+  // f32 is the CPU reference's: then k and v must be f32 too.
+  EXPECT_TRUE(throws_error(with([&](Args& a) {
                              a.q = rnd({L, QH, D}, DType::f32);
                            }),
-                           kOp, {"q must be bf16 or f16"}));
+                           kOp, {"must have q's dtype f32"}));
   EXPECT_TRUE(throws_error(with([&](Args& a) {
                              a.k = rnd({L, KH, D}, DType::f16);
                            }),

@@ -233,6 +233,8 @@ int64_t layout_vector_bytes(KvType t, int dim) {
     case KvType::bf16:
     case KvType::f16:
       return 2 * dim;
+    case KvType::f32:
+      return 4 * dim;
     case KvType::fp8:
       return dim;  // the f32 scale is per (layer, head), counted separately
     case KvType::tq2:
@@ -305,8 +307,8 @@ void check_memory(const KvCacheConfig& c) {
 }  // namespace
 
 TEST(KvCache, MemoryIsExact) {
-  for (KvType t : {KvType::bf16, KvType::f16, KvType::fp8, KvType::tq2, KvType::tq3, KvType::tq4,
-                   KvType::tq5, KvType::tq6, KvType::tq8})
+  for (KvType t : {KvType::bf16, KvType::f16, KvType::f32, KvType::fp8, KvType::tq2, KvType::tq3,
+                   KvType::tq4, KvType::tq5, KvType::tq6, KvType::tq8})
     for (int dim : {64, 128, 256, 512})
       EXPECT_EQ(kv_vector_bytes(t, dim), layout_vector_bytes(t, dim));
   KvCacheConfig c;
@@ -324,6 +326,7 @@ TEST(KvCache, MemoryIsExact) {
       {KvType::f16, KvType::f16, 100},  // same window: the same page group
       {KvType::tq2, KvType::tq8, 37},   // ring of ceil(44 / 16) = 3 pages, 3 * 3 + 1 pages
       {KvType::fp8, KvType::fp8, 37},
+      {KvType::f32, KvType::f32, 0},
   };
   check_memory(c);
   // Only sliding-window layers: the full-attention pool (num_pages) is not allocated at all.
@@ -489,7 +492,7 @@ TEST(KvCache, Fp8ConfiguredScaleSurvivesCalibrationOfTheOther) {
 
 TEST(DecodeAttention, DenseMatchesNaive) {
   const int H = 2, QH = 8;
-  for (KvType type : {KvType::bf16, KvType::f16, KvType::fp8}) {
+  for (KvType type : {KvType::bf16, KvType::f16, KvType::f32, KvType::fp8}) {
     for (int D : {64, 128}) {
       for (int q_len : {1, 3}) {
         SCOPED_TRACE(::testing::Message()
@@ -536,6 +539,8 @@ TEST(DecodeAttention, DenseMatchesNaive) {
               return test::round_to(x, DType::bf16);
             case KvType::f16:
               return test::round_to(x, DType::f16);
+            case KvType::f32:
+              return test::round_to(x, DType::f32);
             default: {
               const uint8_t code = float_bits::f32_to_f8e4m3(static_cast<float>(x) / scale);
               return static_cast<double>(float_bits::f8e4m3_to_f32(code) * scale);
@@ -549,9 +554,9 @@ TEST(DecodeAttention, DenseMatchesNaive) {
             ASSERT_EQ(stored[b].v[e], expected_stored(in_v[b][e], v_scale[h])) << b << " " << e;
           }
 
-        const DType q_dtype = type == KvType::bf16  ? DType::f32
-                              : type == KvType::f16 ? DType::f16
-                                                    : DType::bf16;
+        const DType q_dtype = type == KvType::bf16 || type == KvType::f32 ? DType::f32
+                              : type == KvType::f16                       ? DType::f16
+                                                                          : DType::bf16;
         Buffer q = test::random_buffer({2, q_len, QH, D}, q_dtype, 23 * D + q_len, S());
         Buffer out = Buffer::empty({2, q_len, QH, D}, DType::f32, S());
         test::poison(out, S());

@@ -23,17 +23,19 @@
 namespace mlxn {
 
 // What one cached vector is stored as. fp8 is e4m3 with one f32 scale per (layer, kv-head).
-enum class KvType : uint8_t { bf16, f16, fp8, tq2, tq3, tq4, tq5, tq6, tq8 };
+// f32 is the CPU reference's type (the f32 forward pass that golden tests compare with
+// transformers); a store of it cannot be allocated on a GPU.
+enum class KvType : uint8_t { bf16, f16, f32, fp8, tq2, tq3, tq4, tq5, tq6, tq8 };
 
-std::string_view kv_type_name(KvType type);   // "bf16", "fp8", "tq4", ...
+std::string_view kv_type_name(KvType type);   // "bf16", "f32", "fp8", "tq4", ...
 KvType parse_kv_type(std::string_view name);  // throws Error naming the valid names
-int kv_type_bits(KvType type);                // bits per element: 16, 8, or the TurboQuant bits
+int kv_type_bits(KvType type);                // bits per element: 32, 16, 8, or the TurboQuant bits
 bool kv_type_is_tq(KvType type);
 // Bytes one cached vector of `dim` elements occupies, its per-vector scale included.
 int64_t kv_vector_bytes(KvType type, int dim);
 
 // One layer's K or V storage, [pages, kv_heads, page_size, row]:
-//   bf16 / f16: data bf16 / f16 [.., dim]; scales undefined
+//   bf16 / f16 / f32: data of that dtype [.., dim]; scales undefined
 //   fp8:        data f8e4m3 [.., dim];     scales f32 [kv_heads] (value = data * scale)
 //   tqB:        data u8 [.., dim*B/8];     scales f16 [pages, kv_heads, page_size] (TqCache)
 struct KvStore {
@@ -158,6 +160,10 @@ class KvCache {
   // decode_attention over `layer` for this step (q_len = the step's new tokens, equal for all).
   void attend(int layer, const Buffer& q, const Buffer& out, DecodeAttentionParams params,
               const KvStep& step) const;
+
+  // True while an fp8 store still takes its scales from its first append (a step that appends
+  // then must not be captured into a graph for replay: it would calibrate again).
+  bool fp8_calibration_pending() const;
 
   int64_t memory_bytes() const;  // every byte the cache holds on the device, exactly
   std::string memory_report() const;

@@ -46,6 +46,9 @@ void load_cached_vector(const KvStore& store, int64_t slot, int head, float* out
       for (int j = 0; j < dim; ++j)
         out[j] = to_f32(store.data.data_as<const Half>()[row * dim + j]);
       return;
+    case KvType::f32:
+      std::copy_n(store.data.data_as<const float>() + row * dim, dim, out);
+      return;
     case KvType::fp8: {
       const float scale = store.scales.data_as<const float>()[head];
       for (int j = 0; j < dim; ++j)
@@ -110,6 +113,9 @@ void kv_write(const Buffer& x, const Buffer& slots, const KvStore& store, bool c
               break;
             case KvType::f16:  // saturated, as on the GPU: the cache never holds an infinity
               store.data.data_as<Half>()[e] = from_f32<Half>(std::clamp(v[j], -65504.0f, 65504.0f));
+              break;
+            case KvType::f32:
+              store.data.data_as<float>()[e] = v[j];
               break;
             default:
               store.data.data_as<uint8_t>()[e] =
