@@ -192,6 +192,31 @@ Runner::Runner(ModelConfig config, ModelWeights weights, RunnerOptions options,
                          device.str()));
   }
   cache_ = std::make_unique<KvCache>(kv_cache_config(config_, options_, device), stream_);
+  for (LayerWeights& w : weights_.layers) {
+    Stacked s;
+    const bool biases_stack =
+        !config_.qkv_bias || (w.q_bias.dtype() == w.k_bias.dtype() && w.q_bias.dtype() == w.v_bias.dtype());
+    if (same_layout(w.q, w.k) && same_layout(w.q, w.v) && biases_stack) {
+      const Weight parts[] = {w.q, w.k, w.v};
+      s.qkv = concat_rows(parts, stream_);
+      if (config_.qkv_bias) {
+        s.qkv_bias = Buffer::empty_exact({s.qkv.out_features()}, w.q_bias.dtype(), stream_);
+        int64_t at = 0;
+        for (const Buffer* b : {&w.q_bias, &w.k_bias, &w.v_bias}) {
+          copy(*b, s.qkv_bias.slice(0, at, at + b->numel()), stream_);
+          at += b->numel();
+        }
+        w.q_bias = w.k_bias = w.v_bias = Buffer();
+      }
+      w.q = w.k = w.v = Weight();
+    }
+    if (same_layout(w.gate, w.up) && !config_.mlp_bias) {
+      const Weight parts[] = {w.gate, w.up};
+      s.gate_up = concat_rows(parts, stream_);
+      w.gate = w.up = Weight();
+    }
+    stacked_.push_back(std::move(s));
+  }
   rope_.reserve(config_.layers.size());
   for (const LayerConfig& l : config_.layers)
     rope_.emplace_back(l.rope, stream_, options_.max_context);
@@ -236,18 +261,30 @@ void Runner::forward(const Buffer& ids, const Buffer& positions, int64_t first_r
   for (int64_t l = 0; l < c.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     const RopeTable& rope_table = rope_[static_cast<size_t>(l)];
+    const Stacked& st = stacked_[static_cast<size_t>(l)];
     const Buffer q = Buffer::empty({T, H, D}, act, stream_);
     const Buffer k = Buffer::empty({T, KV, D}, act, stream_);
     const Buffer v = Buffer::empty({T, KV, D}, act, stream_);
-    matmul(h, w.q, w.q_bias, q.reshape({T, H * D}), stream_);
-    matmul(h, w.k, w.k_bias, k.reshape({T, KV * D}), stream_);
-    matmul(h, w.v, w.v_bias, v.reshape({T, KV * D}), stream_);
-    if (c.qk_norm) {
-      rms_norm_rope(q, w.q_norm, eps, norm, positions, rope_table, q, stream_);
-      rms_norm_rope(k, w.k_norm, eps, norm, positions, rope_table, k, stream_);
+    // RoPE reads q and k where the projection left them (views of the stacked output) and
+    // writes them contiguous, as attention and the cache take them.
+    Buffer q_in = q, k_in = k;
+    if (st.qkv.defined()) {
+      const Buffer qkv = Buffer::empty({T, H + 2 * KV, D}, act, stream_);
+      matmul(h, st.qkv, st.qkv_bias, qkv.reshape({T, (H + 2 * KV) * D}), stream_);
+      q_in = qkv.slice(1, 0, H);
+      k_in = qkv.slice(1, H, H + KV);
+      copy(qkv.slice(1, H + KV, H + 2 * KV), v, stream_);
     } else {
-      rope(q, positions, rope_table, q, stream_);
-      rope(k, positions, rope_table, k, stream_);
+      matmul(h, w.q, w.q_bias, q.reshape({T, H * D}), stream_);
+      matmul(h, w.k, w.k_bias, k.reshape({T, KV * D}), stream_);
+      matmul(h, w.v, w.v_bias, v.reshape({T, KV * D}), stream_);
+    }
+    if (c.qk_norm) {
+      rms_norm_rope(q_in, w.q_norm, eps, norm, positions, rope_table, q, stream_);
+      rms_norm_rope(k_in, w.k_norm, eps, norm, positions, rope_table, k, stream_);
+    } else {
+      rope(q_in, positions, rope_table, q, stream_);
+      rope(k_in, positions, rope_table, k, stream_);
     }
     const Buffer attn = Buffer::empty({T, H, D}, act, stream_);
     attend(static_cast<int>(l), q, k, v, attn);
@@ -263,13 +300,20 @@ void Runner::forward(const Buffer& ids, const Buffer& positions, int64_t first_r
     add_rms_norm(o, residual, w.pre_ffn_norm, eps, sum, h, stream_, norm);
     residual = sum;
 
-    const Buffer gate = Buffer::empty({T, I}, act, stream_);
-    const Buffer up = Buffer::empty({T, I}, act, stream_);
-    matmul(h, w.gate, w.gate_bias, gate, stream_);
-    matmul(h, w.up, w.up_bias, up, stream_);
-    gated_activation(gate, up, c.activation, gate, stream_);
+    const Buffer gated = Buffer::empty({T, I}, act, stream_);
+    if (st.gate_up.defined()) {
+      const Buffer gate_up = Buffer::empty({T, 2 * I}, act, stream_);
+      matmul(h, st.gate_up, Buffer(), gate_up, stream_);
+      gated_activation(gate_up.slice(1, 0, I), gate_up.slice(1, I, 2 * I), c.activation, gated,
+                       stream_);
+    } else {
+      const Buffer up = Buffer::empty({T, I}, act, stream_);
+      matmul(h, w.gate, w.gate_bias, gated, stream_);
+      matmul(h, w.up, w.up_bias, up, stream_);
+      gated_activation(gated, up, c.activation, gated, stream_);
+    }
     Buffer d = Buffer::empty({T, E}, act, stream_);
-    matmul(gate, w.down, w.down_bias, d, stream_);
+    matmul(gated, w.down, w.down_bias, d, stream_);
     if (c.four_norms) {
       const Buffer normed = Buffer::empty({T, E}, act, stream_);
       rms_norm(d, w.post_ffn_norm, eps, normed, stream_, norm);

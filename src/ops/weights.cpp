@@ -12,6 +12,7 @@
 #include "matmul/matmul_job.h"
 #include "mlxn/core/device_errors.h"
 #include "mlxn/core/dispatch.h"
+#include "mlxn/ops/memory.h"
 #include "ops/backend.h"
 #if MLXN_WITH_CUDA
 #include "backend/cuda/matmul/matmul.h"
@@ -223,6 +224,60 @@ void dequantize(const Weight& w, const Buffer& out, const Stream& stream) {
     cpu::dequantize(w, out, stream);
   } else {
     MLXN_CUDA_BACKEND(cuda::dequantize(w, out, stream));
+  }
+}
+
+bool same_layout(const Weight& a, const Weight& b) {
+  return a.defined() && b.defined() && a.format() == b.format() &&
+         a.in_features() == b.in_features() && a.bits() == b.bits() &&
+         a.group_size() == b.group_size() && a.data().dtype() == b.data().dtype() &&
+         a.scales().defined() == b.scales().defined() &&
+         (!a.scales().defined() || a.scales().dtype() == b.scales().dtype()) &&
+         a.device() == b.device();
+}
+
+Weight concat_rows(std::span<const Weight> parts, const Stream& stream) {
+  const char* op = "concat_rows";
+  if (parts.empty()) throw Error(op, "needs at least one weight");
+  const Weight& first = parts[0];
+  int64_t rows = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const Weight& w = parts[i];
+    const std::string which = "weight " + std::to_string(i) + " (" + w.describe() + ")";
+    if (!w.defined()) throw Error(op, "weight " + std::to_string(i) + " is undefined");
+    if (!same_layout(w, first)) {
+      throw Error(op, which + " differs in format, K, dtypes or device from weight 0 (" +
+                          first.describe() + ")");
+    }
+    if (w.device() != stream.device()) {
+      throw Error(op, which + " is not on the stream's device " + stream.device().str());
+    }
+    rows += w.out_features();
+  }
+  // Each member buffer as [rows, bytes or elements per row], stacked.
+  const auto stack = [&](const auto& member) {
+    const Buffer& b0 = member(first);
+    const Buffer flat0 = b0.reshape({first.out_features(), -1});
+    Buffer out = Buffer::empty_exact({rows, flat0.dim(1)}, b0.dtype(), stream);
+    int64_t r = 0;
+    for (const Weight& w : parts) {
+      copy(member(w).reshape({w.out_features(), -1}), out.slice(0, r, r + w.out_features()),
+           stream);
+      r += w.out_features();
+    }
+    return out;
+  };
+  const auto data = [](const Weight& w) -> const Buffer& { return w.data(); };
+  switch (first.format()) {
+    case WeightFormat::dense:
+      return Weight::dense(stack(data));
+    case WeightFormat::mlx_affine:
+      return Weight::mlx_affine(stack(data),
+                                stack([](const Weight& w) -> const Buffer& { return w.scales(); }),
+                                stack([](const Weight& w) -> const Buffer& { return w.biases(); }),
+                                first.bits(), first.group_size());
+    default:
+      return Weight::ggml(first.format(), stack(data), first.in_features());
   }
 }
 

@@ -200,9 +200,11 @@ TEST(ModelForward, TurboQuantCacheDivergence) {
 // quantized, against the same model run on its dequantized weights (dense f32): the quantized
 // matmul and embedding must compute exactly the dequantized model.
 TEST(ModelForward, MlxQuantizedMatchesDequantized) {
-  for (int bits : {4, 8}) {
+  // "mixed_3_6" quantizes v_proj and down_proj of some layers at 6 bits: Q/K/V then differ in
+  // format and run unstacked.
+  for (auto [bits, recipe] : {std::pair{4, ""}, std::pair{8, ""}, std::pair{3, "mixed_3_6"}}) {
     for (const char* name : {"llama", "qwen3", "gemma3"}) {
-      SCOPED_TRACE(::testing::Message() << name << " " << bits << "-bit");
+      SCOPED_TRACE(::testing::Message() << name << " " << bits << "-bit " << recipe);
       const Golden g = load_golden(name);
       mlxn::test::TestDir dir;
       const std::string mlx_dir = dir.file("mlx");
@@ -210,11 +212,15 @@ TEST(ModelForward, MlxQuantizedMatchesDequantized) {
       c.quantize = true;
       c.bits = bits;
       c.group_size = 64;
+      c.recipe = recipe;
       c.show_progress = false;
       mlxn::io::convert_hf_to_mlx(g.dir, mlx_dir, c);
       LoadedModel q = mlxn::model::load_model(mlx_dir, S());
       ASSERT_EQ(q.weights.layers[0].q.format(), mlxn::WeightFormat::mlx_affine);
       ASSERT_EQ(q.weights.layers[0].q.bits(), bits);
+      if (*recipe != '\0') {
+        ASSERT_EQ(q.weights.layers[1].v.bits(), 6) << "the recipe's wider layer (mlx-lm: the last 1/8)";
+      }
       LoadedModel d = q;
       auto dense = [&](mlxn::Weight& w) {
         if (!w.defined() || w.format() == mlxn::WeightFormat::dense) return;
@@ -239,8 +245,8 @@ TEST(ModelForward, MlxQuantizedMatchesDequantized) {
       EXPECT_LE(w.relative, 1e-5) << "row " << w.row;
       // And against the unquantized model: the quantization's own effect, printed.
       const auto div = mlxn::test::divergence(g.logits, lq, g.vocab, 0);
-      std::printf("%-8s MLX %d-bit g64 vs bf16 weights: mean KL %.2e, top-1 agreement %.3f\n", name,
-                  bits, div.mean_kl, div.top1_agreement);
+      std::printf("%-8s MLX %d-bit g64 %s vs bf16 weights: mean KL %.2e, top-1 agreement %.3f\n",
+                  name, bits, recipe, div.mean_kl, div.top1_agreement);
     }
   }
 }

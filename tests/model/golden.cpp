@@ -42,21 +42,17 @@ RowError compare_row(const float* got, const float* want, int64_t vocab) {
 }
 
 std::vector<float> run_golden_sequence(model::Runner& runner, const Golden& g) {
-  const Stream& s = cpu_stream();
+  const Stream& s = runner.stream();
   std::vector<float> rows(static_cast<size_t>(g.rows() * g.vocab));
   const int seq = runner.add_sequence();
   const std::vector<int32_t> prompt(g.tokens.begin(), g.tokens.begin() + g.prompt_len);
-  Buffer logits = runner.prefill(seq, prompt, true);
-  Buffer host = Buffer::empty(logits.shape(), DType::f32, s);
-  copy(logits, host, s);
-  std::copy_n(host.data_as<const float>(), g.prompt_len * g.vocab, rows.begin());
+  std::vector<float> host = runner.prefill(seq, prompt, true).to_host<float>(s);
+  std::copy_n(host.begin(), g.prompt_len * g.vocab, rows.begin());
   for (int64_t r = g.prompt_len; r < g.rows(); ++r) {
     const int seqs[] = {seq};
     const int32_t token = g.tokens[static_cast<size_t>(r)];
-    logits = runner.decode(seqs, {&token, 1});
-    host = Buffer::empty(logits.shape(), DType::f32, s);
-    copy(logits, host, s);
-    std::copy_n(host.data_as<const float>(), g.vocab, rows.begin() + r * g.vocab);
+    host = runner.decode(seqs, {&token, 1}).to_host<float>(s);
+    std::copy_n(host.begin(), g.vocab, rows.begin() + r * g.vocab);
   }
   runner.free_sequence(seq);
   return rows;

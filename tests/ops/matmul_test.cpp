@@ -321,3 +321,46 @@ TEST(Matmul, RejectsBadInput) {
       },
       "i64 ids");
 }
+
+// Stacked weights (a fused Q/K/V or gate/up projection) dequantize to the parts, one after the
+// other, in every format; parts that differ are refused by name.
+TEST(Matmul, ConcatRowsStacksEveryFormat) {
+  const auto make = [](WeightFormat format, int64_t n, int64_t k, uint64_t seed) {
+    const Buffer dense = test::random_buffer({n, k}, DType::f32, seed, cpu());
+    if (format == WeightFormat::dense) return Weight::dense(dense);
+    if (format == WeightFormat::mlx_affine) return quantize_mlx_affine(dense, 4, 64, cpu());
+    const int64_t row_bytes = k / ggml_block_elements(format) * ggml_block_bytes(format);
+    Buffer blocks = Buffer::empty({n, row_bytes}, DType::u8, cpu());
+    for (int64_t r = 0; r < n; ++r)
+      formats::quantize_row(format, dense.data_as<float>() + r * k, k,
+                            blocks.data_as<uint8_t>() + r * row_bytes);
+    return Weight::ggml(format, blocks, k);
+  };
+  const auto dequantized = [](const Weight& w) {
+    Buffer out = Buffer::empty({w.out_features(), w.in_features()}, DType::f32, cpu());
+    dequantize(w, out, cpu());
+    return floats(out);
+  };
+  for (WeightFormat f : {WeightFormat::dense, WeightFormat::mlx_affine, WeightFormat::q8_0}) {
+    SCOPED_TRACE(weight_format_name(f));
+    const Weight parts[] = {make(f, 5, 128, 1), make(f, 2, 128, 2), make(f, 3, 128, 3)};
+    ASSERT_TRUE(same_layout(parts[0], parts[1]));
+    const Weight stacked = concat_rows(parts, cpu());
+    EXPECT_EQ(stacked.format(), f);
+    EXPECT_EQ(stacked.out_features(), 10);
+    EXPECT_EQ(stacked.in_features(), 128);
+    std::vector<float> expected;
+    for (const Weight& p : parts) {
+      const auto d = dequantized(p);
+      expected.insert(expected.end(), d.begin(), d.end());
+    }
+    EXPECT_EQ(dequantized(stacked), expected);
+  }
+  const Weight mixed[] = {make(WeightFormat::q8_0, 2, 64, 4), make(WeightFormat::q4_0, 2, 64, 5)};
+  EXPECT_FALSE(same_layout(mixed[0], mixed[1]));
+  EXPECT_TRUE(test::throws_error([&] { concat_rows(mixed, cpu()); }, "[concat_rows]",
+                                 {"weight 1", "q4_0", "differs"}));
+  const Weight other_k[] = {make(WeightFormat::dense, 2, 64, 6), make(WeightFormat::dense, 2, 32, 7)};
+  EXPECT_THROW(concat_rows(other_k, cpu()), Error);
+  EXPECT_THROW(concat_rows({}, cpu()), Error);
+}

@@ -78,7 +78,8 @@ LoadedModel load_model(const std::string& path, const Stream& stream);
 
 class Runner {
  public:
-  // The weights must be on the stream's device. Throws Error("[model] ...") for options the
+  // The weights must be on the stream's device. Projections computed together are stacked into
+  // one weight each at construction (their parts are then released). Throws Error("[model] ...") for options the
   // model or device cannot run (f32 activations on a GPU, max_context beyond 2^31 positions ...).
   Runner(ModelConfig config, ModelWeights weights, RunnerOptions options, const Stream& stream);
   ~Runner();
@@ -87,7 +88,11 @@ class Runner {
 
   const ModelConfig& config() const { return config_; }
   const RunnerOptions& options() const { return options_; }
+  const Stream& stream() const { return stream_; }
   const KvCache& cache() const { return *cache_; }
+  // For tools that set sequence lengths directly (benchmarks plan a long context without
+  // computing it; the unwritten slots read as zeros).
+  KvCache& cache() { return *cache_; }
 
   int add_sequence();                // throws past max_sequences
   void free_sequence(int sequence);  // its pages return to the pool
@@ -128,6 +133,15 @@ class Runner {
   Stream stream_;
   std::unique_ptr<KvCache> cache_;
   std::vector<RopeTable> rope_;  // per layer
+  // Per layer, the projections one matmul computes together: Q, K and V stacked (with their
+  // biases), and gate with up. Undefined where the parts differ in format (mixed-precision
+  // checkpoints); those run one matmul each. A stacked weight replaces its parts in weights_.
+  struct Stacked {
+    Weight qkv;
+    Buffer qkv_bias;
+    Weight gate_up;
+  };
+  std::vector<Stacked> stacked_;
   std::map<std::pair<int, int64_t>, std::unique_ptr<DecodeGraph>> graphs_;
   int64_t graph_replays_ = 0;
 };

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -58,6 +59,15 @@ class Weight {
   int bits_ = 0, group_size_ = 0;
   Buffer data_, scales_, biases_;
 };
+
+// The weights stacked along N, in order ([N1 + N2 + ..., K]), as one weight of the same format:
+// a fused projection (Q, K and V; gate and up) that one matmul computes. Every part must have
+// the same format, K, bits, group size and dtypes, and live on the stream's device; throws
+// Error("[concat_rows] ...") naming the first part that differs.
+Weight concat_rows(std::span<const Weight> parts, const Stream& stream);
+// True when concat_rows accepts a and b together (same format, K, bits, group size, dtypes,
+// device).
+bool same_layout(const Weight& a, const Weight& b);
 
 // out: [N, K] f32 / bf16 / f16 (dense weights are copied with a cast). The CPU and CUDA results
 // are bit-identical: each element is computed in f32 as the format defines, then rounded once.

@@ -141,7 +141,7 @@ namespace {
 
 decode::Kernel pick_kernel(const KvLayerStorage& layer, int dim) {
   const KvType k = layer.k.type, v = layer.v.type;
-  if (!kv_type_is_tq(k)) return decode::dense_kernel(static_cast<int>(k), dim);
+  if (!kv_type_is_tq(k)) return decode::dense_kernel(k, dim);
   const int vb = kv_type_bits(v);
   switch (kv_type_bits(k)) {
     case 2:

@@ -4,20 +4,21 @@
 
 namespace mlxn::cuda::decode {
 
-Kernel dense_kernel(int type, int dim) {
+Kernel dense_kernel(KvType type, int dim) {
   const auto pick = [&](auto format) {
     using F = decltype(format);
     return kernel_for_dim<F, F>(dim);
   };
   switch (type) {
-    case 0:
+    case KvType::bf16:
       return pick(DenseFormat<__nv_bfloat16>{});
-    case 1:
+    case KvType::f16:
       return pick(DenseFormat<__half>{});
-    case 2:
+    case KvType::fp8:
       return pick(Fp8Format{});
     default:
-      throw Error("decode_attention", "not a dense cache type: " + std::to_string(type));
+      throw Error("decode_attention",
+                  "no GPU kernel for the " + std::string(kv_type_name(type)) + " cache type");
   }
 }
 

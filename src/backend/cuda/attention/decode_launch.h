@@ -6,6 +6,7 @@
 
 #include "backend/cuda/attention/decode_kernel.cuh"
 #include "mlxn/core/dispatch.h"
+#include "mlxn/ops/kv_cache.h"
 #include "turboquant/codebook.h"
 
 namespace mlxn::cuda::decode {
@@ -35,7 +36,7 @@ Kernel kernel_for_dim(int dim) {
   return k;
 }
 
-// `type`: a dense KvType (bf16, f16, fp8) as its integer value.
-Kernel dense_kernel(int type, int dim);
+// `type`: a dense KvType the GPU stores (bf16, f16, fp8).
+Kernel dense_kernel(KvType type, int dim);
 
 }  // namespace mlxn::cuda::decode
