@@ -6,6 +6,7 @@
 // repeated down the rows; enough weight copies rotate to keep the working set beyond L2.
 // Each (format, shape) is first checked at M = 1 and M = 64 against cuBLAS on the dequantized
 // weight.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -90,7 +91,7 @@ double relative_error(const Buffer& y, const Buffer& ref, const Stream& s) {
 
 }  // namespace
 
-// An optional argument keeps only the cases whose name contains it (e.g. for a profiler).
+// An optional argument keeps only the cases whose name (followed by "$") contains it.
 int main(int argc, char** argv) {
   try {
     const std::string only = argc > 1 ? argv[1] : "";
@@ -108,6 +109,11 @@ int main(int argc, char** argv) {
     const std::vector<std::pair<int64_t, int64_t>> shapes = {
         {4096, 4096}, {14336, 4096}, {4096, 14336}, {151936, 4096}};
     const std::vector<int64_t> ms = {1, 4, 16, 64, 512, 4096};
+    // A case runs when its name ("matmul_mlx4g64_14336x4096_m1", with the "$" of a regex for
+    // its end) contains the filter: "_m1$" selects every M = 1 case.
+    const auto wanted = [&](const std::string& prefix, int64_t m) {
+      return only.empty() || (prefix + std::to_string(m) + "$").find(only) != std::string::npos;
+    };
     const auto start = std::chrono::steady_clock::now();
     for (const auto& [n, k] : shapes) {
       const Weight dense_block = block_weight(formats[0], k, cpu);
@@ -115,7 +121,7 @@ int main(int argc, char** argv) {
       for (const Format& f : formats) {
         const std::string prefix =
             "matmul_" + f.name + "_" + std::to_string(n) + "x" + std::to_string(k) + "_m";
-        if (!only.empty() && prefix.find(only) == std::string::npos && only.rfind(prefix, 0) != 0) {
+        if (std::none_of(ms.begin(), ms.end(), [&](int64_t m) { return wanted(prefix, m); })) {
           continue;
         }
         // Progress on stderr: where the run's time goes.
@@ -136,10 +142,7 @@ int main(int argc, char** argv) {
         for (size_t mi = 0; mi < ms.size(); ++mi) {
           const int64_t m = ms[mi];
           if (n == 151936 && m == 4096 && f.format != WeightFormat::dense) continue;
-          if (!only.empty() && (prefix + std::to_string(m)).find(only) == std::string::npos &&
-              prefix.find(only) == std::string::npos) {
-            continue;
-          }
+          if (!wanted(prefix, m)) continue;
           Buffer x = Buffer::empty({m, k}, DType::bf16, s),
                  y = Buffer::empty({m, n}, DType::bf16, s);
           fill_random(x, {Distribution::normal, 3, 0.0f, 1.0f}, s);

@@ -108,7 +108,7 @@ TEST(GpuModel, BatchedDecodeOfDifferentLengths) {
 }
 
 // Compressed caches on the GPU against the GPU's bf16 cache: divergence printed; at 8 bits the
-// greedy choice never moves (as on the CPU). fp8 calibrates its scales in the first prefill
+// greedy tokens stay the golden ones. fp8 calibrates its scales in the first prefill
 // chunk, before any decode graph is captured.
 TEST(GpuModel, CompressedCaches) {
   MLXN_REQUIRE_CUDA();
@@ -121,14 +121,16 @@ TEST(GpuModel, CompressedCaches) {
     for (KvType t : {KvType::fp8, KvType::tq8, KvType::tq4, KvType::tq3}) {
       SCOPED_TRACE(::testing::Message() << name << " " << mlxn::kv_type_name(t));
       Runner runner(m.config, m.weights, gpu_options(t), gpu);
-      const auto d = mlxn::test::divergence(reference, mlxn::test::run_golden_sequence(runner, g),
-                                            g.vocab, 8);
+      const std::vector<float> logits = mlxn::test::run_golden_sequence(runner, g);
+      const auto d = mlxn::test::divergence(reference, logits, g.vocab, 8);
       std::printf("%-8s gpu %s: mean KL %.2e, max KL %.2e, top-1 agreement %.3f\n", name,
                   std::string(mlxn::kv_type_name(t)).c_str(), d.mean_kl, d.max_kl,
                   d.top1_agreement);
       EXPECT_TRUE(std::isfinite(d.max_kl));
       if (t == KvType::tq8) {
-        EXPECT_EQ(d.top1_agreement, 1.0);
+        // The greedy rows, whose margins the fixtures guarantee above the bf16 noise (other rows
+        // may flip between two bf16 runs on noise alone).
+        EXPECT_EQ(mlxn::test::greedy_mismatches(g, logits), 0);
       }
       EXPECT_EQ(runner.graph_replays(), g.rows() - g.prompt_len);
     }
