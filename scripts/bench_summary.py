@@ -53,6 +53,15 @@ def print_prefill(rows, peer):
         print(f"{r['name']:46} {r['median_us']:10.1f} {tflops} {cells}".rstrip())
 
 
+def print_model(rows):
+    print("model decode (one token per sequence, argmax and read-back included) and prefill")
+    print(f"{'case':52} {'median us':>10} {'tokens/s':>9} {'roofline':>9}")
+    for r in rows:
+        sh = r.get("shape", {})
+        roof = f"{100 * sh['roofline_us'] / r['median_us']:8.1f}%" if "roofline_us" in sh else " " * 9
+        print(f"{r['name']:52} {r['median_us']:10.1f} {sh.get('tokens_per_s', 0):9.1f} {roof}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("files", nargs="+")
@@ -62,6 +71,7 @@ def main():
     print(f"{'case':34} {'median us':>10} {'GB/s':>8} {'% copy':>7} {'peer us':>9} {'peer/us':>8}")
     matrix = {}  # cases paired with a peer case of another name: one row per peer case
     prefill = []  # prefill attention: TFLOP/s and a ratio per PyTorch SDPA backend
+    model = []  # whole-model decode and prefill: tokens/s and % of the roofline
     for path in args.files:
         for r in load(path):
             peer_case = r.get("shape", {}).get("peer_case") if isinstance(r.get("shape"), dict) else None
@@ -70,6 +80,9 @@ def main():
                 continue
             if r["name"].startswith("prefill_"):
                 prefill.append(r)
+                continue
+            if r["name"].startswith("model_"):
+                model.append(r)
                 continue
             if "median_us" not in r:
                 print_extra(r, 34)
@@ -104,6 +117,8 @@ def main():
             print(f"{case:32} {pu} " + " ".join(cells))
     if prefill:
         print_prefill(prefill, peer)
+    if model:
+        print_model(model)
 
 
 if __name__ == "__main__":

@@ -126,24 +126,13 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
 
   float acc[Tiles][4] = {};
   const T* x = static_cast<const T*>(p.x);
-  // The weight loads of the next step are issued before this step's decode and mma, so that two
-  // steps of weight bytes are in flight per warp (the kernel waits on DRAM latency otherwise).
-  typename Fmt::Raw raw_a, raw_b;
-  if (step_begin < step_end) {
-    const int ch = step_begin * 4 + quad < p.chunks ? step_begin * 4 + quad : 0;
-    Fmt::load(raw_a, p.w, row_a, ch);
-    Fmt::load(raw_b, p.w, row_b, ch);
-  }
   for (int step = step_begin; step < step_end; ++step) {
     // Every lane runs the mma (it is warp-wide); a quad past the last chunk multiplies zeros.
     const bool valid = step * 4 + quad < p.chunks;
     const int ch = valid ? step * 4 + quad : 0;
-    typename Fmt::Raw next_a, next_b;
-    if (step + 1 < step_end) {
-      const int next = (step + 1) * 4 + quad < p.chunks ? (step + 1) * 4 + quad : 0;
-      Fmt::load(next_a, p.w, row_a, next);
-      Fmt::load(next_b, p.w, row_b, next);
-    }
+    typename Fmt::Raw raw_a, raw_b;
+    Fmt::load(raw_a, p.w, row_a, ch);
+    Fmt::load(raw_b, p.w, row_b, ch);
     uint32_t xw[Tiles][16];
 #pragma unroll
     for (int t = 0; t < Tiles; ++t) {
@@ -175,8 +164,6 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
         mma<T>(acc[t], a, b0, b1);
       }
     }
-    raw_a = next_a;
-    raw_b = next_b;
   }
 
   // acc[t] = (row g, x rows 2q, 2q+1), (row g + 8, x rows 2q, 2q+1) of tile t.
