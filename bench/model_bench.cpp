@@ -160,7 +160,8 @@ struct DecodeCase {
 
 }  // namespace
 
-// An optional argument keeps only the cases whose name contains it.
+// An optional argument keeps only the cases whose name contains it, or every case of the model
+// shape it names exactly ("llama3_8b").
 int main(int argc, char** argv) {
   try {
     const std::string only = argc > 1 ? argv[1] : "";
@@ -206,9 +207,7 @@ int main(int argc, char** argv) {
         const std::string name = "model_" + shape.name + "_decode_b" + std::to_string(dc.batch) +
                                  "_ctx" + std::to_string(dc.context / 1024) + "k_" +
                                  std::string(kv_type_name(dc.kv)) + (dc.graphs ? "" : "_eager");
-        if (!only.empty() && name.find(only) == std::string::npos &&
-            only.find(shape.name) == std::string::npos)
-          continue;
+        if (!only.empty() && name.find(only) == std::string::npos && only != shape.name) continue;
         model::RunnerOptions o;
         o.kv.k = o.kv.v = o.kv.boundary_type = dc.kv;
         o.max_sequences = dc.batch;
@@ -256,8 +255,7 @@ int main(int argc, char** argv) {
       }
 
       const std::string prefill_name = "model_" + shape.name + "_prefill_4k";
-      if (only.empty() || prefill_name.find(only) != std::string::npos ||
-          only.find(shape.name) != std::string::npos) {
+      if (only.empty() || prefill_name.find(only) != std::string::npos || only == shape.name) {
         model::RunnerOptions o;
         o.prefill_chunk = 4096;
         o.max_context = 4096;
