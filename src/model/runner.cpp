@@ -262,19 +262,25 @@ void Runner::forward(const Buffer& ids, const Buffer& positions, int64_t first_r
     const LayerWeights& w = weights_.layers[static_cast<size_t>(l)];
     const RopeTable& rope_table = rope_[static_cast<size_t>(l)];
     const Stacked& st = stacked_[static_cast<size_t>(l)];
-    const Buffer q = Buffer::empty({T, H, D}, act, stream_);
-    const Buffer k = Buffer::empty({T, KV, D}, act, stream_);
-    const Buffer v = Buffer::empty({T, KV, D}, act, stream_);
     // RoPE reads q and k where the projection left them (views of the stacked output) and
-    // writes them contiguous, as attention and the cache take them.
-    Buffer q_in = q, k_in = k;
+    // writes them contiguous, as attention and the cache take them. With one token the views
+    // are contiguous already: RoPE then works in place and v needs no copy.
+    Buffer q, k, v, q_in, k_in;
     if (st.qkv.defined()) {
       const Buffer qkv = Buffer::empty({T, H + 2 * KV, D}, act, stream_);
       matmul(h, st.qkv, st.qkv_bias, qkv.reshape({T, (H + 2 * KV) * D}), stream_);
       q_in = qkv.slice(1, 0, H);
       k_in = qkv.slice(1, H, H + KV);
-      copy(qkv.slice(1, H + KV, H + 2 * KV), v, stream_);
+      const Buffer v_in = qkv.slice(1, H + KV, H + 2 * KV);
+      const bool in_place = v_in.is_contiguous();
+      q = in_place ? q_in : Buffer::empty({T, H, D}, act, stream_);
+      k = in_place ? k_in : Buffer::empty({T, KV, D}, act, stream_);
+      v = in_place ? v_in : Buffer::empty({T, KV, D}, act, stream_);
+      if (!in_place) copy(v_in, v, stream_);
     } else {
+      q = q_in = Buffer::empty({T, H, D}, act, stream_);
+      k = k_in = Buffer::empty({T, KV, D}, act, stream_);
+      v = Buffer::empty({T, KV, D}, act, stream_);
       matmul(h, w.q, w.q_bias, q.reshape({T, H * D}), stream_);
       matmul(h, w.k, w.k_bias, k.reshape({T, KV * D}), stream_);
       matmul(h, w.v, w.v_bias, v.reshape({T, KV * D}), stream_);
