@@ -266,6 +266,7 @@ void Runner::forward(const Buffer& ids, const Buffer& positions, int64_t first_r
     // writes them contiguous, as attention and the cache take them. With one token the views
     // are contiguous already: RoPE then works in place and v needs no copy.
     Buffer q, k, v, q_in, k_in;
+    Buffer qk_in_place;  // one token: q and k heads side by side in the stacked output
     if (st.qkv.defined()) {
       const Buffer qkv = Buffer::empty({T, H + 2 * KV, D}, act, stream_);
       matmul(h, st.qkv, st.qkv_bias, qkv.reshape({T, (H + 2 * KV) * D}), stream_);
@@ -276,7 +277,11 @@ void Runner::forward(const Buffer& ids, const Buffer& positions, int64_t first_r
       q = in_place ? q_in : Buffer::empty({T, H, D}, act, stream_);
       k = in_place ? k_in : Buffer::empty({T, KV, D}, act, stream_);
       v = in_place ? v_in : Buffer::empty({T, KV, D}, act, stream_);
-      if (!in_place) copy(v_in, v, stream_);
+      if (in_place) {
+        qk_in_place = qkv.slice(1, 0, H + KV);  // RoPE of q and k in one launch
+      } else {
+        copy(v_in, v, stream_);
+      }
     } else {
       q = q_in = Buffer::empty({T, H, D}, act, stream_);
       k = k_in = Buffer::empty({T, KV, D}, act, stream_);
@@ -288,6 +293,8 @@ void Runner::forward(const Buffer& ids, const Buffer& positions, int64_t first_r
     if (c.qk_norm) {
       rms_norm_rope(q_in, w.q_norm, eps, norm, positions, rope_table, q, stream_);
       rms_norm_rope(k_in, w.k_norm, eps, norm, positions, rope_table, k, stream_);
+    } else if (qk_in_place.defined()) {
+      rope(qk_in_place, positions, rope_table, qk_in_place, stream_);
     } else {
       rope(q_in, positions, rope_table, q, stream_);
       rope(k_in, positions, rope_table, k, stream_);
