@@ -64,7 +64,8 @@ class WeightFactory {
     auto it = blocks_.find(k);
     if (it == blocks_.end()) {
       const Stream cpu(Device::cpu());
-      Buffer v = Buffer::empty({64, k}, DType::f32, cpu), b = Buffer::empty({64, k}, DType::bf16, cpu);
+      Buffer v = Buffer::empty({64, k}, DType::f32, cpu),
+             b = Buffer::empty({64, k}, DType::bf16, cpu);
       fill_random(v, {Distribution::normal, static_cast<uint64_t>(k), 0.0f, 0.02f}, cpu);
       cast(v, b, cpu);
       it = blocks_.emplace(k, quantize_mlx_affine(b, 4, 64, cpu)).first;
@@ -134,7 +135,8 @@ double weight_bytes_per_step(const model::ModelWeights& w, int batch) {
   if (w.embed.data().allocation() != w.lm_head.data().allocation()) {
     // Untied: the embedding is gathered, `batch` rows of it.
     bytes -= static_cast<double>(w.embed.nbytes());
-    bytes += static_cast<double>(w.embed.nbytes()) / static_cast<double>(w.embed.out_features()) * batch;
+    bytes +=
+        static_cast<double>(w.embed.nbytes()) / static_cast<double>(w.embed.out_features()) * batch;
   }
   return bytes;
 }
@@ -145,8 +147,9 @@ double kv_bytes_per_step(const model::ModelConfig& c, const KvCacheConfig& kv, i
   double bytes = 0;
   for (const KvLayerConfig& l : kv.layers) {
     const int64_t visible = l.window > 0 ? std::min<int64_t>(context, l.window) : context;
-    bytes += static_cast<double>(visible) * batch * static_cast<double>(c.num_kv_heads) *
-             static_cast<double>(kv_vector_bytes(l.k, kv.head_dim) + kv_vector_bytes(l.v, kv.head_dim));
+    bytes +=
+        static_cast<double>(visible) * batch * static_cast<double>(c.num_kv_heads) *
+        static_cast<double>(kv_vector_bytes(l.k, kv.head_dim) + kv_vector_bytes(l.v, kv.head_dim));
   }
   return bytes;
 }
@@ -183,7 +186,8 @@ int main(int argc, char** argv) {
           {16, 32768, KvType::bf16},
           {16, 32768, KvType::tq4},
           {16, 32768, KvType::tq3}}},
-        {"qwen3_8b", {{1, 1024, KvType::bf16}, {16, 32768, KvType::bf16}, {16, 32768, KvType::tq4}}},
+        {"qwen3_8b",
+         {{1, 1024, KvType::bf16}, {16, 32768, KvType::bf16}, {16, 32768, KvType::tq4}}},
         {"gemma3_12b",
          {{1, 1024, KvType::bf16},
           {1, 32768, KvType::bf16},
@@ -216,7 +220,8 @@ int main(int argc, char** argv) {
         model::Runner runner(config, weights, o, s);
         std::vector<int> seqs;
         for (int b = 0; b < dc.batch; ++b) seqs.push_back(runner.add_sequence());
-        const std::vector<int> start(static_cast<size_t>(dc.batch), static_cast<int>(dc.context - 32));
+        const std::vector<int> start(static_cast<size_t>(dc.batch),
+                                     static_cast<int>(dc.context - 32));
         runner.cache().plan(seqs, start);
         std::vector<int32_t> tokens(static_cast<size_t>(dc.batch), 1);
         const Buffer ids = Buffer::empty({dc.batch}, DType::i32, s);
@@ -261,7 +266,8 @@ int main(int argc, char** argv) {
         o.max_context = 4096;
         model::Runner runner(config, weights, o, s);
         std::vector<int32_t> prompt(4096);
-        for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int32_t>((i * 7919) % 32000);
+        for (size_t i = 0; i < prompt.size(); ++i)
+          prompt[i] = static_cast<int32_t>((i * 7919) % 32000);
         const auto run = [&](int) {
           const int seq = runner.add_sequence();
           runner.prefill(seq, prompt);
@@ -274,7 +280,8 @@ int main(int argc, char** argv) {
         double flops = 0;
         for (const auto& l : weights.layers)
           for (const Weight* w : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down})
-            flops += 2.0 * static_cast<double>(w->out_features()) * static_cast<double>(w->in_features()) * 4096;
+            flops += 2.0 * static_cast<double>(w->out_features()) *
+                     static_cast<double>(w->in_features()) * 4096;
         flops += 2.0 * static_cast<double>(weights.lm_head.out_features()) *
                  static_cast<double>(weights.lm_head.in_features());  // last token only
         for (const auto& lc : config.layers) {

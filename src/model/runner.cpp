@@ -37,12 +37,6 @@ int64_t context_bucket(int64_t max_length) {
   return bucket;
 }
 
-// What one page of a layer costs: K and V vectors of every kv-head.
-int64_t page_bytes(const KvLayerConfig& layer, int kv_heads, int page_size, int head_dim) {
-  return (kv_vector_bytes(layer.k, head_dim) + kv_vector_bytes(layer.v, head_dim)) * kv_heads *
-         page_size;
-}
-
 Buffer upload_i32(const std::vector<int32_t>& values, const Stream& stream) {
   return Buffer::from_host(std::span<const int32_t>(values), {static_cast<int64_t>(values.size())},
                            DType::i32, stream);
@@ -86,37 +80,22 @@ KvCacheConfig kv_cache_config(const ModelConfig& config, const RunnerOptions& op
     layer.window = config.layers[static_cast<size_t>(i)].window;
     c.layers.push_back(layer);
   }
-  if (c.page_size < 16 || (c.page_size & (c.page_size - 1)) != 0) {
-    throw Error(kOp, cat("page_size ", c.page_size, " must be a power of two >= 16"));
-  }
-  // Pages per sequence at max_context for full-attention layers.
-  const int64_t pages_per_sequence = (options.max_context + c.page_size - 1) / c.page_size;
-  if (policy.memory_budget == 0) {
-    c.num_pages = int64_t{options.max_sequences} * pages_per_sequence;
+  // The cache's size is linear in the pool: what does not scale with it (the sliding-window
+  // rings, fp8 scales, page tables), plus a page of every full-attention layer per page.
+  // required_bytes also validates page_size and head_dim.
+  c.num_pages = 0;
+  const int64_t fixed = KvCache::required_bytes(c);
+  if (policy.memory_budget == 0) {  // every sequence at max_context
+    c.num_pages =
+        int64_t{options.max_sequences} * ((options.max_context + c.page_size - 1) / c.page_size);
     return c;
   }
   if (policy.memory_budget < 0) {
     throw Error(kOp, cat("memory_budget ", policy.memory_budget, " must be >= 0"));
   }
-  // The budget less what does not scale with the pool: the rings of the sliding-window layers
-  // (as KvCache sizes them), fp8 scales and the page-id tables; the rest buys full-layer pages.
-  int64_t fixed = 0, full_page = 0;
-  std::map<int, int64_t> ring_pages_of_window;
-  for (const KvLayerConfig& l : c.layers) {
-    const int64_t scales =
-        (l.k == KvType::fp8 ? 4 : 0) * c.kv_heads + (l.v == KvType::fp8 ? 4 : 0) * c.kv_heads;
-    fixed += scales;
-    if (l.window == 0) {
-      full_page += page_bytes(l, c.kv_heads, c.page_size, c.head_dim);
-      continue;
-    }
-    const int64_t ring = (l.window + c.max_query_tokens - 1 + c.page_size - 1) / c.page_size;
-    const int64_t pages = int64_t{c.max_sequences} * ring + 1;
-    fixed += pages * page_bytes(l, c.kv_heads, c.page_size, c.head_dim);
-    ring_pages_of_window.emplace(l.window, pages);
-  }
-  for (const auto& [window, pages] : ring_pages_of_window) fixed += pages * 4;  // page ids
-  if (full_page == 0) {
+  c.num_pages = 1;
+  const int64_t per_page = KvCache::required_bytes(c) - fixed;
+  if (per_page == 0) {  // no full-attention layer
     if (fixed > policy.memory_budget) {
       throw Error(kOp, cat("memory_budget ", policy.memory_budget, " B is below the ", fixed,
                            " B the sliding-window rings need"));
@@ -124,11 +103,11 @@ KvCacheConfig kv_cache_config(const ModelConfig& config, const RunnerOptions& op
     c.num_pages = 0;
     return c;
   }
-  const int64_t pages = (policy.memory_budget - fixed) / (full_page + 4);
+  const int64_t pages = (policy.memory_budget - fixed) / per_page;
   if (pages < 1) {
     throw Error(kOp,
                 cat("memory_budget ", policy.memory_budget, " B leaves no page: the rings take ",
-                    fixed, " B and one page of every full-attention layer ", full_page + 4, " B"));
+                    fixed, " B and one page of every full-attention layer ", per_page, " B"));
   }
   c.num_pages = pages;
   return c;
@@ -194,8 +173,8 @@ Runner::Runner(ModelConfig config, ModelWeights weights, RunnerOptions options,
   cache_ = std::make_unique<KvCache>(kv_cache_config(config_, options_, device), stream_);
   for (LayerWeights& w : weights_.layers) {
     Stacked s;
-    const bool biases_stack =
-        !config_.qkv_bias || (w.q_bias.dtype() == w.k_bias.dtype() && w.q_bias.dtype() == w.v_bias.dtype());
+    const bool biases_stack = !config_.qkv_bias || (w.q_bias.dtype() == w.k_bias.dtype() &&
+                                                    w.q_bias.dtype() == w.v_bias.dtype());
     if (same_layout(w.q, w.k) && same_layout(w.q, w.v) && biases_stack) {
       const Weight parts[] = {w.q, w.k, w.v};
       s.qkv = concat_rows(parts, stream_);

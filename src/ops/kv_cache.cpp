@@ -61,10 +61,22 @@ DType dense_dtype(KvType type) {
   }
 }
 
+// Pages in each sequence's ring of a sliding-window layer: the window and a step's new tokens.
+int ring_pages_of(int window, const KvCacheConfig& c) {
+  return static_cast<int>((window + c.max_query_tokens - 1 + c.page_size - 1) / c.page_size);
+}
+
+// Pages of a window's group: a ring per sequence, and one extra page that takes the writes of
+// tokens a long append pushes out of the ring before they land (they would race for the same
+// slots otherwise); nothing reads it.
+int64_t ring_group_pages(int ring_pages, const KvCacheConfig& c) {
+  return int64_t{c.max_sequences} * ring_pages + 1;
+}
+
 void require_f32_on_cpu(KvType type, const Device& device, const char* op) {
   if (type == KvType::f32 && !device.is_cpu()) {
-    throw Error(op, "an f32 cache lives on the CPU only (the reference type); on " +
-                        device.str() + " use bf16, f16, fp8 or tq2..tq8");
+    throw Error(op, "an f32 cache lives on the CPU only (the reference type); on " + device.str() +
+                        " use bf16, f16, fp8 or tq2..tq8");
   }
 }
 
@@ -385,11 +397,8 @@ KvCache::KvCache(KvCacheConfig config, const Stream& stream)
     if (inserted) {
       Group g;
       g.window = l.window;
-      g.ring_pages =
-          static_cast<int>((l.window + c.max_query_tokens - 1 + c.page_size - 1) / c.page_size);
-      // One extra page takes the writes of tokens that a long append pushes out of the ring
-      // before they land (they would race for the same slots otherwise); nothing reads it.
-      g.num_pages = int64_t{c.max_sequences} * g.ring_pages + 1;
+      g.ring_pages = ring_pages_of(l.window, c);
+      g.num_pages = ring_group_pages(g.ring_pages, c);
       groups_.push_back(std::move(g));
     }
     layer_group_.push_back(it->second);
@@ -583,6 +592,27 @@ void KvCache::attend(int layer_index, const Buffer& q, const Buffer& out,
   if (l.window > 0) params.window = l.window;
   if (params.max_length == 0) params.max_length = step.max_length;
   decode_attention(q, l, step.page_table_of(layer_index), step.lengths, out, params, stream_);
+}
+
+int64_t KvCache::required_bytes(const KvCacheConfig& c) {
+  const char* op = "kv_cache";
+  tq::require_dim(c.head_dim, op);
+  ops_detail::require_page_size(c.page_size, op);
+  // What the constructor allocates, store by store: each layer's K and V over its group's pages
+  // (fp8 with its per-head scales), and one page-id table per group.
+  std::map<int, int64_t> group_pages;  // window (0: full attention) -> pages
+  int64_t total = 0;
+  for (const KvLayerConfig& l : c.layers) {
+    const int64_t pages =
+        l.window == 0 ? c.num_pages : ring_group_pages(ring_pages_of(l.window, c), c);
+    group_pages.emplace(l.window, pages);
+    for (KvType t : {l.k, l.v}) {
+      total += pages * c.kv_heads * c.page_size * kv_vector_bytes(t, c.head_dim) +
+               (t == KvType::fp8 ? int64_t{4} * c.kv_heads : 0);
+    }
+  }
+  for (const auto& [window, pages] : group_pages) total += pages * 4;
+  return total;
 }
 
 bool KvCache::fp8_calibration_pending() const {

@@ -54,12 +54,21 @@ TEST(GpuNorms, MatchTheCpuReference) {
                                            {DType::f16, DType::f32},
                                            {DType::f32, DType::f32}};
   for (auto [xt, ot] : types) {
-    for (auto [n, rows] : {std::pair<int64_t, int64_t>{1, 37}, {33, 37}, {1024, 37}, {1025, 37},
-                           {4095, 37}, {4096, 37}, {4097, 3}, {8193, 3}, {20000, 3},
+    for (auto [n, rows] : {std::pair<int64_t, int64_t>{1, 37},
+                           {33, 37},
+                           {1024, 37},
+                           {1025, 37},
+                           {4095, 37},
+                           {4096, 37},
+                           {4097, 3},
+                           {8193, 3},
+                           {20000, 3},
                            // Past 2 rows per SM the kernel gives a row 32 or 128 threads.
-                           {33, 1000}, {1024, 1000}, {4096, 1000}}) {
-      SCOPED_TRACE(::testing::Message() << dtype_name(xt) << "->" << dtype_name(ot) << " n " << n
-                                        << " rows " << rows);
+                           {33, 1000},
+                           {1024, 1000},
+                           {4096, 1000}}) {
+      SCOPED_TRACE(::testing::Message()
+                   << dtype_name(xt) << "->" << dtype_name(ot) << " n " << n << " rows " << rows);
       Buffer x = test::random_buffer({rows, n}, xt, 31, p.cpu);
       Buffer r = test::random_buffer({rows, n}, xt, 32, p.cpu);
       Buffer w = test::random_buffer({n}, DType::bf16, 33, p.cpu);

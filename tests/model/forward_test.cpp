@@ -66,11 +66,29 @@ struct Worst {
   }
 };
 
-Worst worst_row(const Golden& g, const std::vector<float>& logits) {
+// Over every row of two [rows, vocab] sets of logits, each row against the second set's.
+Worst worst_row(const std::vector<float>& got, const std::vector<float>& want, int64_t vocab) {
   Worst w;
-  for (int64_t r = 0; r < g.rows(); ++r)
-    w.add(compare_row(&logits[r * g.vocab], g.row(r), g.vocab), r);
+  for (int64_t r = 0; r < static_cast<int64_t>(want.size()) / vocab; ++r)
+    w.add(compare_row(&got[r * vocab], &want[r * vocab], vocab), r);
   return w;
+}
+
+// The same model with every quantized matrix dequantized to dense f32: what its quantized
+// forward pass must compute.
+LoadedModel dequantized(const LoadedModel& quantized) {
+  LoadedModel d = quantized;
+  const auto dense = [](mlxn::Weight& w) {
+    if (!w.defined() || w.format() == mlxn::WeightFormat::dense) return;
+    const Buffer out = Buffer::empty({w.out_features(), w.in_features()}, DType::f32, S());
+    mlxn::dequantize(w, out, S());
+    w = mlxn::Weight::dense(out);
+  };
+  dense(d.weights.embed);
+  dense(d.weights.lm_head);
+  for (auto& l : d.weights.layers)
+    for (mlxn::Weight* w : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) dense(*w);
+  return d;
 }
 
 // The prompt by prefill (every row), then the golden tokens one decode step at a time; every
@@ -78,7 +96,7 @@ Worst worst_row(const Golden& g, const std::vector<float>& logits) {
 Worst check_against_golden(const Golden& g, Runner& runner) {
   const std::vector<float> logits = mlxn::test::run_golden_sequence(runner, g);
   EXPECT_EQ(mlxn::test::greedy_mismatches(g, logits), 0);
-  return worst_row(g, logits);
+  return worst_row(logits, g.logits, g.vocab);
 }
 
 TEST(ModelForward, F32MatchesTransformers) {
@@ -222,19 +240,10 @@ TEST(ModelForward, MlxQuantizedMatchesDequantized) {
       ASSERT_EQ(q.weights.layers[0].q.format(), mlxn::WeightFormat::mlx_affine);
       ASSERT_EQ(q.weights.layers[0].q.bits(), bits);
       if (*recipe != '\0') {
-        ASSERT_EQ(q.weights.layers[1].v.bits(), 6) << "the recipe's wider layer (mlx-lm: the last 1/8)";
+        ASSERT_EQ(q.weights.layers[1].v.bits(), 6)
+            << "the recipe's wider layer (mlx-lm: the last 1/8)";
       }
-      LoadedModel d = q;
-      auto dense = [&](mlxn::Weight& w) {
-        if (!w.defined() || w.format() == mlxn::WeightFormat::dense) return;
-        const Buffer out = Buffer::empty({w.out_features(), w.in_features()}, DType::f32, S());
-        mlxn::dequantize(w, out, S());
-        w = mlxn::Weight::dense(out);
-      };
-      dense(d.weights.embed);
-      dense(d.weights.lm_head);
-      for (auto& l : d.weights.layers)
-        for (mlxn::Weight* w : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) dense(*w);
+      const LoadedModel d = dequantized(q);
 
       Runner quantized(q.config, q.weights, f32_options(8), S());
       Runner dequantized(d.config, d.weights, f32_options(8), S());
@@ -242,9 +251,7 @@ TEST(ModelForward, MlxQuantizedMatchesDequantized) {
       const std::vector<float> ld = mlxn::test::run_golden_sequence(dequantized, g);
       // Both accumulate the same f32 weight values in f64: equal up to the f32 rounding of each
       // op's output, far below 1e-5 of a row's largest logit.
-      Worst w;
-      for (int64_t r = 0; r < g.rows(); ++r)
-        w.add(compare_row(&lq[r * g.vocab], &ld[r * g.vocab], g.vocab), r);
+      const Worst w = worst_row(lq, ld, g.vocab);
       EXPECT_LE(w.relative, 1e-5) << "row " << w.row;
       // And against the unquantized model: the quantization's own effect, printed.
       const auto div = mlxn::test::divergence(g.logits, lq, g.vocab, 0);
@@ -392,13 +399,15 @@ std::string write_gguf(const Golden& g, const std::string& arch, mlxn::WeightFor
       const int64_t n = m->out_features(), k = m->in_features();
       Buffer dense = Buffer::empty({n, k}, DType::f32, S());
       mlxn::dequantize(*m, dense, S());
-      const int64_t row_bytes = k / mlxn::ggml_block_elements(format) * mlxn::ggml_block_bytes(format);
+      const int64_t row_bytes =
+          k / mlxn::ggml_block_elements(format) * mlxn::ggml_block_bytes(format);
       std::vector<std::byte> bytes(static_cast<size_t>(n * row_bytes));
       for (int64_t r = 0; r < n; ++r) {
         mlxn::formats::quantize_row(format, dense.data_as<float>() + r * k, k,
                                     reinterpret_cast<uint8_t*>(bytes.data()) + r * row_bytes);
       }
-      w.add_tensor(name, format == mlxn::WeightFormat::q8_0 ? mlxn::GgmlType::q8_0 : mlxn::GgmlType::q4_0,
+      w.add_tensor(name,
+                   format == mlxn::WeightFormat::q8_0 ? mlxn::GgmlType::q8_0 : mlxn::GgmlType::q4_0,
                    {k, n}, bytes);
       return;
     }
@@ -454,23 +463,12 @@ TEST(ModelForward, GgufQuantizedMatchesDequantized) {
       EXPECT_EQ(q.config.four_norms, hf.four_norms);
       EXPECT_EQ(q.config.activation, hf.activation);
       EXPECT_EQ(q.config.tie_word_embeddings, hf.tie_word_embeddings);
-      LoadedModel d = q;
-      const auto dense = [&](mlxn::Weight& w) {
-        if (!w.defined() || w.format() == mlxn::WeightFormat::dense) return;
-        const Buffer out = Buffer::empty({w.out_features(), w.in_features()}, DType::f32, S());
-        mlxn::dequantize(w, out, S());
-        w = mlxn::Weight::dense(out);
-      };
-      dense(d.weights.embed);
-      dense(d.weights.lm_head);
-      for (auto& l : d.weights.layers)
-        for (mlxn::Weight* w : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) dense(*w);
+      const LoadedModel d = dequantized(q);
       Runner quantized(q.config, q.weights, f32_options(8), S());
       Runner dequantized(d.config, d.weights, f32_options(8), S());
       const std::vector<float> lq = mlxn::test::run_golden_sequence(quantized, g);
       const std::vector<float> ld = mlxn::test::run_golden_sequence(dequantized, g);
-      Worst w;
-      for (int64_t r = 0; r < g.rows(); ++r) w.add(compare_row(&lq[r * g.vocab], &ld[r * g.vocab], g.vocab), r);
+      const Worst w = worst_row(lq, ld, g.vocab);
       EXPECT_LE(w.relative, 1e-5) << "row " << w.row;
       const auto div = mlxn::test::divergence(g.logits, lq, g.vocab, 0);
       std::printf("%-8s GGUF %s vs bf16 weights: mean KL %.2e, top-1 agreement %.3f\n", name,

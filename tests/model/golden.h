@@ -22,6 +22,7 @@ struct Golden {
   int64_t vocab = 0;
   std::vector<float> logits;       // [tokens, vocab], f32 pass: row i predicts token i + 1
   std::vector<float> logits_bf16;  // the same through the model in bf16
+  double bf16_deviation = 0;       // max |logits_bf16 - logits|: the scale of bf16 error
   int64_t rows() const { return static_cast<int64_t>(tokens.size()); }
   const float* row(int64_t i) const { return logits.data() + i * vocab; }
   const float* row_bf16(int64_t i) const { return logits_bf16.data() + i * vocab; }

@@ -300,6 +300,7 @@ void check_memory(const KvCacheConfig& c) {
   }
   EXPECT_EQ(ids_seen.size(), windows.size() + (any_full ? 1 : 0));
   EXPECT_EQ(cache.memory_bytes(), from_buffers);
+  EXPECT_EQ(KvCache::required_bytes(c), cache.memory_bytes());
   EXPECT_NE(cache.memory_report().find("total: " + std::to_string(expected) + " B"),
             std::string::npos)
       << cache.memory_report();

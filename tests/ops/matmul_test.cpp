@@ -360,7 +360,8 @@ TEST(Matmul, ConcatRowsStacksEveryFormat) {
   EXPECT_FALSE(same_layout(mixed[0], mixed[1]));
   EXPECT_TRUE(test::throws_error([&] { concat_rows(mixed, cpu()); }, "[concat_rows]",
                                  {"weight 1", "q4_0", "differs"}));
-  const Weight other_k[] = {make(WeightFormat::dense, 2, 64, 6), make(WeightFormat::dense, 2, 32, 7)};
+  const Weight other_k[] = {make(WeightFormat::dense, 2, 64, 6),
+                            make(WeightFormat::dense, 2, 32, 7)};
   EXPECT_THROW(concat_rows(other_k, cpu()), Error);
   EXPECT_THROW(concat_rows({}, cpu()), Error);
 }

@@ -79,8 +79,9 @@ LoadedModel load_model(const std::string& path, const Stream& stream);
 class Runner {
  public:
   // The weights must be on the stream's device. Projections computed together are stacked into
-  // one weight each at construction (their parts are then released). Throws Error("[model] ...") for options the
-  // model or device cannot run (f32 activations on a GPU, max_context beyond 2^31 positions ...).
+  // one weight each at construction (their parts are then released). Throws Error("[model] ...")
+  // for options the model or device cannot run (f32 activations on a GPU, max_context beyond 2^31
+  // positions ...).
   Runner(ModelConfig config, ModelWeights weights, RunnerOptions options, const Stream& stream);
   ~Runner();
   Runner(const Runner&) = delete;

@@ -166,6 +166,9 @@ class KvCache {
   bool fp8_calibration_pending() const;
 
   int64_t memory_bytes() const;  // every byte the cache holds on the device, exactly
+  // The memory_bytes() of a cache built from `config`, without building it (to size a page pool
+  // to a budget).
+  static int64_t required_bytes(const KvCacheConfig& config);
   std::string memory_report() const;
 
  private:

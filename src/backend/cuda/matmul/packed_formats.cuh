@@ -28,7 +28,7 @@ struct PackedWeight {
   const void* scales;  // mlx_affine: [N, K / group] (scale_code)
   const void* biases;  // mlx_affine: [N, K / group]
   int scale_code;
-  int chunks;        // K / 32
+  int chunks;  // K / 32
   // mlx_affine: log2(group_size / 32), groups being 32, 64 or 128 codes. A shift, not a
   // division: the group index is computed for every chunk, and an integer division costs the
   // GEMV's inner loop a few dozen instructions.
