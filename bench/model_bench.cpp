@@ -19,115 +19,12 @@
 #include <vector>
 
 #include "harness.h"
-#include "mlxn/io/hf_config.h"
+#include "mlxn/model/synthetic.h"
 
 using namespace mlxn;
 using namespace mlxn::bench;
 
 namespace {
-
-struct ModelShape {
-  std::string name;
-  std::string config_json;
-};
-
-// Public config.json values of the three models (sizes, heads, windows, rope), trimmed to what
-// the forward pass reads.
-const ModelShape kShapes[] = {
-    {"llama3_8b", R"({"architectures": ["LlamaForCausalLM"], "hidden_size": 4096,
-      "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-      "num_key_value_heads": 8, "vocab_size": 128256, "rms_norm_eps": 1e-5,
-      "max_position_embeddings": 131072, "rope_theta": 500000.0,
-      "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
-      "tie_word_embeddings": false})"},
-    {"qwen3_8b", R"({"architectures": ["Qwen3ForCausalLM"], "hidden_size": 4096,
-      "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
-      "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936, "rms_norm_eps": 1e-6,
-      "max_position_embeddings": 40960, "rope_theta": 1000000.0, "tie_word_embeddings": false})"},
-    {"gemma3_12b", R"({"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text",
-      "hidden_size": 3840, "intermediate_size": 15360, "num_hidden_layers": 48,
-      "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256,
-      "vocab_size": 262208, "rms_norm_eps": 1e-6, "max_position_embeddings": 131072,
-      "query_pre_attn_scalar": 256, "sliding_window": 1024, "sliding_window_pattern": 6,
-      "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
-      "rope_scaling": {"rope_type": "linear", "factor": 8.0}, "tie_word_embeddings": true})"},
-};
-
-// Random MLX 4-bit weights: a 64-row block quantized on the CPU from normal values (scales like
-// a trained layer's), repeated down the rows on the GPU by doubling copies.
-class WeightFactory {
- public:
-  explicit WeightFactory(const Stream& gpu) : gpu_(gpu) {}
-
-  Weight matrix(int64_t n, int64_t k) {
-    auto it = blocks_.find(k);
-    if (it == blocks_.end()) {
-      const Stream cpu(Device::cpu());
-      Buffer v = Buffer::empty({64, k}, DType::f32, cpu),
-             b = Buffer::empty({64, k}, DType::bf16, cpu);
-      fill_random(v, {Distribution::normal, static_cast<uint64_t>(k), 0.0f, 0.02f}, cpu);
-      cast(v, b, cpu);
-      it = blocks_.emplace(k, quantize_mlx_affine(b, 4, 64, cpu)).first;
-    }
-    const Weight& w = it->second;
-    return Weight::mlx_affine(tile(w.data(), n), tile(w.scales(), n), tile(w.biases(), n), 4, 64);
-  }
-  Buffer vector(int64_t n, float value) {
-    Buffer b = Buffer::empty_exact({n}, DType::bf16, gpu_);
-    fill(b, value, gpu_);
-    return b;
-  }
-
- private:
-  Buffer tile(const Buffer& block, int64_t n) {
-    Buffer out = Buffer::empty_exact({n, block.dim(1)}, block.dtype(), gpu_);
-    const int64_t first = std::min(block.dim(0), n);
-    Buffer staged = Buffer::empty({first, block.dim(1)}, block.dtype(), gpu_);
-    copy(block.slice(0, 0, first), staged, gpu_);
-    copy(staged, out.slice(0, 0, first), gpu_);
-    for (int64_t done = first; done < n; done *= 2) {
-      const int64_t rows = std::min(done, n - done);
-      copy(out.slice(0, 0, rows), out.slice(0, done, done + rows), gpu_);
-    }
-    return out;
-  }
-  Stream gpu_;
-  std::map<int64_t, Weight> blocks_;
-};
-
-model::ModelWeights random_weights(const model::ModelConfig& c, WeightFactory& f) {
-  const int64_t E = c.hidden_size, H = c.num_heads, KV = c.num_kv_heads, D = c.head_dim,
-                I = c.intermediate_size;
-  // Gemma's norms apply 1 + w: zero weights are the identity, as ones are for the others.
-  const float unit = c.norm_weight == RmsWeight::one_plus ? 0.0f : 1.0f;
-  model::ModelWeights w;
-  w.embed = f.matrix(c.vocab_size, E);
-  w.lm_head = c.tie_word_embeddings ? w.embed : f.matrix(c.vocab_size, E);
-  w.final_norm = f.vector(E, unit);
-  for (int64_t l = 0; l < c.num_layers; ++l) {
-    model::LayerWeights lw;
-    lw.q = f.matrix(H * D, E);
-    lw.k = f.matrix(KV * D, E);
-    lw.v = f.matrix(KV * D, E);
-    lw.o = f.matrix(E, H * D);
-    lw.gate = f.matrix(I, E);
-    lw.up = f.matrix(I, E);
-    lw.down = f.matrix(E, I);
-    lw.input_norm = f.vector(E, unit);
-    lw.pre_ffn_norm = f.vector(E, unit);
-    if (c.four_norms) {
-      lw.post_attn_norm = f.vector(E, unit);
-      lw.post_ffn_norm = f.vector(E, unit);
-    }
-    if (c.qk_norm) {
-      lw.q_norm = f.vector(D, unit);
-      lw.k_norm = f.vector(D, unit);
-    }
-    w.layers.push_back(std::move(lw));
-  }
-  return w;
-}
 
 // Bytes one decode step of `batch` sequences must read from the weights.
 double weight_bytes_per_step(const model::ModelWeights& w, int batch) {
@@ -195,23 +92,22 @@ int main(int argc, char** argv) {
           {16, 32768, KvType::bf16},
           {16, 32768, KvType::tq4}}},
     };
-    for (const ModelShape& shape : kShapes) {
-      if (!only.empty() && shape.name.find(only) == std::string::npos &&
-          only.find(shape.name) == std::string::npos)
+    for (const std::string& shape_name : model::synthetic_model_names()) {
+      if (!decode_cases.contains(shape_name)) continue;  // the CPU-sized shapes
+      if (!only.empty() && shape_name.find(only) == std::string::npos &&
+          only.find(shape_name) == std::string::npos)
         continue;
-      const model::ModelConfig config =
-          model::from_hf_config(io::HfConfig::parse(shape.config_json, shape.name + ".json"));
-      WeightFactory factory(s);
-      const model::ModelWeights weights = random_weights(config, factory);
+      const model::ModelConfig config = model::synthetic_config(shape_name);
+      const model::ModelWeights weights = model::random_mlx_weights(config, 4, 64, s);
       s.synchronize();
-      std::fprintf(stderr, "%s: %.2f GB of MLX 4-bit weights\n", shape.name.c_str(),
+      std::fprintf(stderr, "%s: %.2f GB of MLX 4-bit weights\n", shape_name.c_str(),
                    static_cast<double>(weights.bytes()) / 1e9);
 
-      for (const DecodeCase& dc : decode_cases.at(shape.name)) {
-        const std::string name = "model_" + shape.name + "_decode_b" + std::to_string(dc.batch) +
+      for (const DecodeCase& dc : decode_cases.at(shape_name)) {
+        const std::string name = "model_" + shape_name + "_decode_b" + std::to_string(dc.batch) +
                                  "_ctx" + std::to_string(dc.context / 1024) + "k_" +
                                  std::string(kv_type_name(dc.kv)) + (dc.graphs ? "" : "_eager");
-        if (!only.empty() && name.find(only) == std::string::npos && only != shape.name) continue;
+        if (!only.empty() && name.find(only) == std::string::npos && only != shape_name) continue;
         model::RunnerOptions o;
         o.kv.k = o.kv.v = o.kv.boundary_type = dc.kv;
         o.max_sequences = dc.batch;
@@ -244,7 +140,7 @@ int main(int argc, char** argv) {
         const double kbytes = kv_bytes_per_step(config, kv, dc.batch, dc.context);
         c.timing = time_device(s, step, 2, 20);
         c.bytes = wbytes + kbytes;
-        c.shape = {{"model", shape.name},
+        c.shape = {{"model", shape_name},
                    {"batch", dc.batch},
                    {"context", dc.context},
                    {"kv", std::string(kv_type_name(dc.kv))},
@@ -259,8 +155,8 @@ int main(int argc, char** argv) {
         emit(c, copy_gbps);
       }
 
-      const std::string prefill_name = "model_" + shape.name + "_prefill_4k";
-      if (only.empty() || prefill_name.find(only) != std::string::npos || only == shape.name) {
+      const std::string prefill_name = "model_" + shape_name + "_prefill_4k";
+      if (only.empty() || prefill_name.find(only) != std::string::npos || only == shape_name) {
         model::RunnerOptions o;
         o.prefill_chunk = 4096;
         o.max_context = 4096;
@@ -290,7 +186,7 @@ int main(int argc, char** argv) {
                    (lc.window > 0 ? 1.0 : 2.0);
         }
         c.flops = flops;
-        c.shape = {{"model", shape.name},
+        c.shape = {{"model", shape_name},
                    {"tokens", 4096},
                    {"tokens_per_s", 4096 * 1e6 / c.timing.median_us}};
         emit(c);

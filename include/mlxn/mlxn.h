@@ -19,6 +19,7 @@
 #include "mlxn/io/safetensors.h"
 #include "mlxn/model/config.h"
 #include "mlxn/model/runner.h"
+#include "mlxn/model/synthetic.h"
 #include "mlxn/model/tensor_names.h"
 #include "mlxn/model/weights.h"
 #include "mlxn/ops/activations.h"
@@ -34,3 +35,4 @@
 #include "mlxn/ops/softmax.h"
 #include "mlxn/ops/turboquant.h"
 #include "mlxn/ops/weights.h"
+#include "mlxn/tokenizer/tokenizer.h"

@@ -1,15 +1,20 @@
 #include "inspect_command.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "mlxn/io/ggml_type.h"
 #include "mlxn/io/gguf.h"
 #include "mlxn/io/hf_config.h"
 #include "mlxn/io/safetensors.h"
 #include "mlxn/model/config.h"
+#include "mlxn/model/runner.h"
+#include "model_options.h"
 
 namespace mlxn::cli {
 
@@ -35,12 +40,65 @@ void print_tallies(std::ostringstream& out, const std::map<std::string, Tally>& 
   }
 }
 
+// The cache types `inspect` sizes, widest first.
+constexpr KvType kReportedKvTypes[] = {KvType::bf16, KvType::fp8, KvType::tq8, KvType::tq6,
+                                       KvType::tq5,  KvType::tq4, KvType::tq3, KvType::tq2};
+
+}  // namespace
+
+std::string kv_cache_report(const model::ModelConfig& config) {
+  std::ostringstream out;
+  std::vector<std::pair<KvType, KvFootprint>> rows;
+  try {
+    for (KvType type : kReportedKvTypes) {
+      model::RunnerOptions options;
+      options.kv.k = options.kv.v = options.kv.boundary_type = type;
+      options.max_context = 1;
+      rows.emplace_back(type, kv_footprint(model::kv_cache_config(config, options, Device::cpu())));
+    }
+  } catch (const Error& e) {
+    out << "KV cache: not available for this model: " << e.what() << "\n";
+    return out.str();
+  }
+  const KvFootprint& first = rows.front().second;
+  int window = 0;
+  for (const model::LayerConfig& l : config.layers) window = std::max(window, l.window);
+  const auto layers = [](int n) { return std::to_string(n) + (n == 1 ? " layer" : " layers"); };
+  out << "KV cache bytes per token (K and V, pages of " << first.page_size << " tokens";
+  if (first.full_layers > 0) out << ", " << layers(first.full_layers) << " of full attention";
+  if (first.window_layers > 0) {
+    out << "; " << layers(first.window_layers) << " of sliding window (up to " << window
+        << " tokens): a fixed ring per sequence";
+  }
+  out << "):\n";
+  for (const auto& [type, f] : rows) {
+    char line[160];
+    const std::string ring =
+        f.window_layers > 0
+            ? "   ring " + byte_size(static_cast<double>(f.fixed_bytes)) + " per sequence"
+            : "";
+    if (f.full_layers > 0) {
+      std::snprintf(line, sizeof(line), "  %-5s %12.2f B/token (%s per 1K tokens)%s\n",
+                    std::string(kv_type_name(type)).c_str(), f.bytes_per_token(),
+                    byte_size(f.bytes_per_token() * 1024).c_str(), ring.c_str());
+    } else {
+      std::snprintf(line, sizeof(line), "  %-5s %12s%s\n", std::string(kv_type_name(type)).c_str(),
+                    "0 B/token", ring.c_str());
+    }
+    out << line;
+  }
+  return out.str();
+}
+
+namespace {
+
 std::string inspect_gguf(const std::string& path) {
   const io::GgufFile file = io::GgufFile::open(path);
   std::ostringstream out;
   out << "checkpoint: " << path << " (GGUF v" << file.version() << ", "
       << gigabytes(file.file_size()) << ")\n";
-  out << model::from_gguf(file).describe();
+  const model::ModelConfig config = model::from_gguf(file);
+  out << config.describe() << kv_cache_report(config);
   std::map<std::string, Tally> by_type;
   int64_t bytes = 0;
   for (const io::GgufTensorInfo& t : file.tensors()) {
@@ -58,7 +116,8 @@ std::string inspect_hf(const std::string& dir) {
   const io::HfConfig hf = io::HfConfig::load((std::filesystem::path(dir) / "config.json").string());
   std::ostringstream out;
   out << "checkpoint: " << dir << " (Hugging Face / MLX)\n";
-  out << model::from_hf_config(hf).describe();
+  const model::ModelConfig config = model::from_hf_config(hf);
+  out << config.describe() << kv_cache_report(config);
   if (const auto q = hf.quantization()) {
     out << "quantization: MLX " << q->global().mode << ", " << q->global().bits << "-bit, group "
         << q->global().group_size << ", " << q->overrides().size() << " module overrides\n";

@@ -4,7 +4,9 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "bench_command.h"
 #include "convert_command.h"
+#include "generate_command.h"
 #include "inspect_command.h"
 #include "mlxn/mlxn.h"
 #include "self_check.h"
@@ -105,8 +107,14 @@ int main(int argc, char** argv) {
   auto* convert_cmd = mlxn::cli::add_convert_command(app, convert_args);
   std::string inspect_path;
   auto* inspect_cmd = app.add_subcommand(
-      "inspect", "Describe a model (directory with config.json, or .gguf) without loading it");
+      "inspect",
+      "Describe a model (directory with config.json, or .gguf) without loading it, with its KV "
+      "cache bytes per token for each cache type");
   inspect_cmd->add_option("path", inspect_path, "Model directory or GGUF file")->required();
+  mlxn::cli::GenerateArgs generate_args;
+  auto* generate_cmd = mlxn::cli::add_generate_command(app, generate_args);
+  mlxn::cli::BenchArgs bench_args;
+  auto* bench_cmd = mlxn::cli::add_bench_command(app, bench_args);
   CLI11_PARSE(app, argc, argv);
   try {
     if (devices_cmd->parsed()) {
@@ -121,6 +129,8 @@ int main(int argc, char** argv) {
       return mlxn::cli::run_tq_decode(bits, dim, in_path, out_path, rotated);
     if (convert_cmd->parsed()) return mlxn::cli::run_convert(convert_args);
     if (inspect_cmd->parsed()) return mlxn::cli::run_inspect(inspect_path);
+    if (generate_cmd->parsed()) return mlxn::cli::run_generate(generate_args);
+    if (bench_cmd->parsed()) return mlxn::cli::run_bench(bench_args);
     print_devices(false);
     std::printf("\n");
     eval.quick = true;
