@@ -161,21 +161,24 @@ TEST(GenerateCli, ChatTemplateFromVocabulary) {
   EXPECT_EQ(family({"<|start_header_id|>", "[INST]", "\xe2\x96\x81"}, Architecture::mistral),
             "llama3");
 
-  const auto& llama3 = select_chat_template(vocab({"<|start_header_id|>"}), Architecture::llama);
+  const mlxn::cli::ChatTemplate llama3 =
+      select_chat_template(vocab({"<|start_header_id|>"}), Architecture::llama);
   EXPECT_EQ(llama3.bos, "<|begin_of_text|>");
   EXPECT_EQ(llama3.turn_end, "<|eot_id|>");
   EXPECT_EQ(std::string(llama3.before) + "Hi" + std::string(llama3.after),
             "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>"
             "assistant<|end_header_id|>\n\n");
-  const auto& chatml = select_chat_template(vocab({"<|im_start|>"}), Architecture::qwen2);
+  const mlxn::cli::ChatTemplate chatml =
+      select_chat_template(vocab({"<|im_start|>"}), Architecture::qwen2);
   EXPECT_EQ(std::string(chatml.before) + "Hi" + std::string(chatml.after),
             "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
   EXPECT_EQ(chatml.turn_end, "<|im_end|>");
-  const auto& gemma = select_chat_template(vocab({"<start_of_turn>"}), Architecture::gemma3);
+  const mlxn::cli::ChatTemplate gemma =
+      select_chat_template(vocab({"<start_of_turn>"}), Architecture::gemma3);
   EXPECT_EQ(std::string(gemma.before) + "Hi" + std::string(gemma.after),
             "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n");
   EXPECT_EQ(gemma.turn_end, "<end_of_turn>");
-  const auto& inst = select_chat_template(vocab({"[INST]"}), Architecture::llama);
+  const mlxn::cli::ChatTemplate inst = select_chat_template(vocab({"[INST]"}), Architecture::llama);
   EXPECT_EQ(std::string(inst.before) + "Hi" + std::string(inst.after), "[INST] Hi [/INST]");
   EXPECT_EQ(inst.bos, "<s>");
 
@@ -232,7 +235,7 @@ TEST(GenerateCli, ChatPromptIds) {
     SCOPED_TRACE(adds_bos ? "post-processor adds BOS" : "no post-processor");
     const mlxn::Tokenizer t = llama3_chat_tokenizer(adds_bos);
     const auto in_vocab = [&](std::string_view token) { return t.token_to_id(token).has_value(); };
-    const mlxn::cli::ChatTemplate& chat =
+    const mlxn::cli::ChatTemplate chat =
         mlxn::cli::select_chat_template(in_vocab, Architecture::llama);
     ASSERT_EQ(chat.family, "llama3");
     // <|begin_of_text|> once, the header tokens as single ids, the prompt's bytes.

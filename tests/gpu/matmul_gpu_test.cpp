@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "formats/ggml.h"
@@ -141,6 +142,53 @@ std::vector<double> magnitudes(const Weight& w) {
   return m;
 }
 
+// A CPU weight, its GPU copy, and what the bound needs per element: the dequantized value and
+// the magnitude of its decomposition.
+struct Reference {
+  Reference(const Weight& w, const test::CpuGpu& d)
+      : g(to_gpu(w, d)), n(w.out_features()), k(w.in_features()) {
+    Buffer wd = Buffer::empty({n, k}, DType::f32, d.cpu);
+    dequantize(w, wd, d.cpu);
+    wv = test::to_f64(wd, d.cpu);
+    mag = magnitudes(w);
+  }
+
+  // matmul(x_gpu, g, bias) on the GPU against the exact product of x (the same values on the
+  // CPU) and the dequantized weight: |gpu - exact| <= 2.1·u_x·Σ|x|·magnitude +
+  // (K + 2)·2^-24·Σ|x·w| + two units of the output dtype + its smallest normal.
+  ::testing::AssertionResult check(const Buffer& x, const Buffer& x_gpu, const Buffer& bias,
+                                   DType ot, const test::CpuGpu& d) const {
+    const int64_t m = x.dim(0);
+    Buffer out = Buffer::empty({m, n}, ot, d.gpu);
+    test::poison(out, d.gpu);
+    matmul(x_gpu, g, bias.defined() ? d.to_gpu(bias) : Buffer(), out, d.gpu);
+    const auto xv = test::to_f64(x, d.cpu);
+    const auto bv = bias.defined() ? test::to_f64(bias, d.cpu) : std::vector<double>();
+    const double ux = x.dtype() == DType::f32 ? 0.0 : test::unit_roundoff(x.dtype());
+    std::vector<double> expected(static_cast<size_t>(m * n)), bound(expected.size());
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = bv.empty() ? 0.0 : bv[static_cast<size_t>(j)], xm = 0, xw = 0;
+        for (int64_t q = 0; q < k; ++q) {
+          const double xe = xv[static_cast<size_t>(i * k + q)];
+          acc += xe * wv[static_cast<size_t>(j * k + q)];
+          xm += std::fabs(xe) * mag[static_cast<size_t>(j * k + q)];
+          xw += std::fabs(xe * wv[static_cast<size_t>(j * k + q)]);
+        }
+        const size_t at = static_cast<size_t>(i * n + j);
+        expected[at] = acc;
+        bound[at] = 2.1 * ux * xm + static_cast<double>(k + 2) * std::ldexp(1.0, -24) * xw +
+                    2.0 * test::unit_roundoff(ot) * std::fabs(acc) + test::smallest_normal(ot);
+      }
+    }
+    return test::all_within(test::to_f64(out, d.gpu), expected, bound, out.shape());
+  }
+
+  Weight g;
+  int64_t n, k;
+  std::vector<double> wv, mag;
+};
+
 }  // namespace
 
 TEST(GpuWeights, DequantizeAndEmbeddingAreBitIdentical) {
@@ -185,12 +233,7 @@ TEST(GpuMatmul, MatchesTheCpuReferenceWithinTheDerivedBound) {
     for (int64_t n : {1, 33, 200}) {
       for (int64_t kmul : {1, 5}) {
         const int64_t k = smallest_k(f) * kmul * (f.format == WeightFormat::dense ? 2 : 1);
-        const Weight w = make_weight(f, n, k, seed++, d.cpu);
-        const Weight g = to_gpu(w, d);
-        Buffer wd = Buffer::empty({n, k}, DType::f32, d.cpu);
-        dequantize(w, wd, d.cpu);
-        const auto wv = test::to_f64(wd, d.cpu);
-        const auto mag = magnitudes(w);
+        const Reference ref(make_weight(f, n, k, seed++, d.cpu), d);
         for (int64_t m : {1, 3, 8, 9, 16, 17, 300}) {
           for (DType xt : {DType::bf16, DType::f16, DType::f32}) {
             if (m == 300 && xt != DType::bf16) continue;
@@ -198,32 +241,45 @@ TEST(GpuMatmul, MatchesTheCpuReferenceWithinTheDerivedBound) {
             const Buffer x = test::random_buffer({m, k}, xt, seed++, d.cpu);
             const Buffer bias =
                 n == 33 ? test::random_buffer({n}, DType::bf16, seed++, d.cpu) : Buffer();
-            Buffer out = Buffer::empty({m, n}, ot, d.gpu);
-            test::poison(out, d.gpu);
-            matmul(d.to_gpu(x), g, bias.defined() ? d.to_gpu(bias) : Buffer(), out, d.gpu);
-            const auto xv = test::to_f64(x, d.cpu);
-            const auto bv = bias.defined() ? test::to_f64(bias, d.cpu) : std::vector<double>();
-            const double ux = xt == DType::f32 ? 0.0 : test::unit_roundoff(xt);
-            std::vector<double> expected(static_cast<size_t>(m * n)), bound(expected.size());
-            for (int64_t i = 0; i < m; ++i) {
-              for (int64_t j = 0; j < n; ++j) {
-                double acc = bv.empty() ? 0.0 : bv[static_cast<size_t>(j)], xm = 0, xw = 0;
-                for (int64_t q = 0; q < k; ++q) {
-                  const double xe = xv[static_cast<size_t>(i * k + q)];
-                  acc += xe * wv[static_cast<size_t>(j * k + q)];
-                  xm += std::fabs(xe) * mag[static_cast<size_t>(j * k + q)];
-                  xw += std::fabs(xe * wv[static_cast<size_t>(j * k + q)]);
-                }
-                const size_t at = static_cast<size_t>(i * n + j);
-                expected[at] = acc;
-                bound[at] = 2.1 * ux * xm + static_cast<double>(k + 2) * std::ldexp(1.0, -24) * xw +
-                            2.0 * test::unit_roundoff(ot) * std::fabs(acc) +
-                            test::smallest_normal(ot);
-              }
-            }
-            EXPECT_TRUE(test::all_within(test::to_f64(out, d.gpu), expected, bound, out.shape()))
+            EXPECT_TRUE(ref.check(x, d.to_gpu(x), bias, ot, d))
                 << f.name() << " n " << n << " k " << k << " m " << m << " x " << dtype_name(xt);
           }
+        }
+      }
+    }
+  }
+}
+
+// M <= 4 runs the small-batch kernel (gemv.cu): odd N, K whose last step is partial, K long
+// enough to split across a cluster, an N past one wave of blocks (no split, several steps), x at
+// an offset in its allocation, every packed format, bf16 and f16 x, f32 / bf16 / f16 outputs and
+// biases; the same bound as above.
+TEST(GpuMatmul, SmallBatchMatchesTheCpuReference) {
+  MLXN_REQUIRE_CUDA();
+  test::CpuGpu d;
+  uint64_t seed = 500;
+  for (const Format& f : all_formats()) {
+    if (f.format == WeightFormat::dense) continue;
+    std::vector<std::pair<int64_t, int64_t>> shapes;  // (n, k)
+    for (int64_t n : {1, 31, 33, 1000}) {
+      for (int64_t k : {smallest_k(f), smallest_k(f) * 5, int64_t{4096}}) shapes.emplace_back(n, k);
+    }
+    shapes.emplace_back(17000, 512);
+    for (const auto& [n, k] : shapes) {
+      const Reference ref(make_weight(f, n, k, seed++, d.cpu), d);
+      for (int64_t m = 1; m <= 4; ++m) {
+        if (n > 1000 && m != 1 && m != 4) continue;
+        for (DType xt : {DType::bf16, DType::f16}) {
+          if (n > 1000 && xt != DType::bf16) continue;
+          const DType ot = m % 2 ? DType::f32 : (m == 2 ? xt : DType::bf16);
+          // x: rows 1..m of an (m + 1)-row buffer, so its data starts 2·K bytes in.
+          const Buffer x_all = test::random_buffer({m + 1, k}, xt, seed++, d.cpu);
+          const Buffer x = x_all.slice(0, 1, m + 1);
+          const DType bias_type = n == 1000 ? DType::f32 : (n == 33 ? DType::f16 : DType::bf16);
+          const Buffer bias =
+              n == 31 ? Buffer() : test::random_buffer({n}, bias_type, seed++, d.cpu);
+          EXPECT_TRUE(ref.check(x, d.to_gpu(x_all).slice(0, 1, m + 1), bias, ot, d))
+              << f.name() << " n " << n << " k " << k << " m " << m << " x " << dtype_name(xt);
         }
       }
     }
@@ -235,7 +291,7 @@ TEST(GpuMatmul, RunToRunIdenticalAndGraphReplay) {
   test::CpuGpu d;
   for (const Format& f : {all_formats()[3], all_formats()[10]}) {
     const Weight g = to_gpu(make_weight(f, 4096, 1024, 5, d.cpu), d);
-    for (int64_t m : {1, 16, 64}) {
+    for (int64_t m : {1, 4, 16, 64}) {
       const Buffer x = d.to_gpu(test::random_buffer({m, 1024}, DType::bf16, 6, d.cpu));
       Buffer a = Buffer::empty({m, 4096}, DType::bf16, d.gpu);
       Buffer b = Buffer::empty({m, 4096}, DType::bf16, d.gpu);
