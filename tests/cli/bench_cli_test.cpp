@@ -20,11 +20,7 @@ using mlxn::test::CapturedFile;
 using mlxn::test::throws_error;
 
 BenchArgs parse(const std::string& line) {
-  CLI::App app;
-  BenchArgs args;
-  mlxn::cli::add_bench_command(app, args);
-  app.parse(line, false);
-  return args;
+  return mlxn::test::parse_command<BenchArgs>(mlxn::cli::add_bench_command, line);
 }
 
 TEST(BenchCli, ParsesOptions) {

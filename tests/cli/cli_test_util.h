@@ -3,36 +3,35 @@
 // to a FILE*.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
 #include "io/io_test_util.h"
+#include "tokenizer/unicode.h"
 
 namespace mlxn::test {
 
-// GPT-2's byte-to-character map: printable Latin-1 bytes stand for themselves, the others for
-// U+0100 onwards in byte order. Token id b is the character of byte b, so the 256 symbols encode
-// any text without merges.
+// `line` (without the program name) parsed by an app holding only the command that `add`
+// (an add_<command>_command function) registers.
+template <typename Args, typename Add>
+Args parse_command(Add add, const std::string& line) {
+  CLI::App app;
+  Args args;
+  add(app, args);
+  app.parse(line, false);
+  return args;
+}
+
+// GPT-2's byte-level symbol of `byte` (the tokenizer's own table): token id b is the symbol of
+// byte b, so the 256 symbols encode any text without merges.
 inline std::string byte_level_symbol(int byte) {
-  const auto printable = [](int b) {
-    return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-  };
-  int code = byte;
-  if (!printable(byte)) {
-    code = 256;
-    for (int b = 0; b < byte; ++b) code += printable(b) ? 0 : 1;
-  }
-  std::string utf8;
-  if (code < 0x80) {
-    utf8 += static_cast<char>(code);
-  } else {
-    utf8 += static_cast<char>(0xC0 | (code >> 6));
-    utf8 += static_cast<char>(0x80 | (code & 0x3F));
-  }
-  return utf8;
+  const char c = static_cast<char>(byte);
+  return tokenizer_detail::to_byte_level(std::string_view(&c, 1));
 }
 
 // A tokenizer.json of a ByteLevel BPE whose vocabulary is the 256 byte symbols, without merges,

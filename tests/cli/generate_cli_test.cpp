@@ -33,11 +33,7 @@ using mlxn::test::TestDir;
 using mlxn::test::throws_error;
 
 GenerateArgs parse(const std::string& line) {
-  CLI::App app;
-  GenerateArgs args;
-  mlxn::cli::add_generate_command(app, args);
-  app.parse(line, false);
-  return args;
+  return mlxn::test::parse_command<GenerateArgs>(mlxn::cli::add_generate_command, line);
 }
 
 TEST(GenerateCli, ParsesEveryOption) {

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cli/cli_test_util.h"
 #include "convert_command.h"
 #include "io/io_test_util.h"
 #include "support/support.h"
@@ -14,11 +15,7 @@ using mlxn::test::throws_error;
 
 // Parses `line` (without the program name) into fresh args.
 mlxn::cli::ConvertArgs parse(const std::string& line) {
-  CLI::App app;
-  mlxn::cli::ConvertArgs args;
-  mlxn::cli::add_convert_command(app, args);
-  app.parse(line, false);
-  return args;
+  return mlxn::test::parse_command<mlxn::cli::ConvertArgs>(mlxn::cli::add_convert_command, line);
 }
 
 TEST(ConvertCli, ParsesOptions) {

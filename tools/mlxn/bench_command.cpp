@@ -33,10 +33,6 @@ std::string preset_names() {
   return names;
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 }  // namespace
 
 CLI::App* add_bench_command(CLI::App& app, BenchArgs& a) {

@@ -79,10 +79,6 @@ void add_generation_config_eos(const fs::path& path, std::set<int32_t>& ids) {
   }
 }
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 void write(std::FILE* out, const std::string& piece) {
   if (piece.empty()) return;
   std::fwrite(piece.data(), 1, piece.size(), out);

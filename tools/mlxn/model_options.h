@@ -2,6 +2,7 @@
 // names, and the cache's size from the library's own layout (KvCache::required_bytes).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -46,6 +47,11 @@ struct KvFootprint {
 };
 // `config.num_pages` is ignored; fixed_bytes covers config.max_sequences sequences.
 KvFootprint kv_footprint(const KvCacheConfig& config);
+
+// Wall-clock seconds from `start` to now (the commands time host loops that synchronise).
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 // "512 B", "1.50 KiB", "2.25 MiB", "16.00 GiB".
 std::string byte_size(double bytes);
