@@ -20,22 +20,34 @@ namespace {
 struct Format {
   WeightFormat format;
   int bits, group;
+  DType source = DType::bf16;  // MLX: the dtype quantized from, so also of scales and biases
   std::string name() const {
     std::string s(weight_format_name(format));
     if (format == WeightFormat::mlx_affine) s += std::to_string(bits) + "g" + std::to_string(group);
+    if (source != DType::bf16) s.append(" ").append(dtype_name(source));
     return s;
   }
 };
 
 const std::vector<Format>& all_formats() {
   static const std::vector<Format> f = {
-      {WeightFormat::dense, 0, 0},        {WeightFormat::mlx_affine, 2, 32},
-      {WeightFormat::mlx_affine, 3, 64},  {WeightFormat::mlx_affine, 4, 64},
-      {WeightFormat::mlx_affine, 4, 128}, {WeightFormat::mlx_affine, 5, 32},
-      {WeightFormat::mlx_affine, 6, 64},  {WeightFormat::mlx_affine, 8, 32},
-      {WeightFormat::q4_0, 0, 0},         {WeightFormat::q8_0, 0, 0},
-      {WeightFormat::q4_k, 0, 0},         {WeightFormat::q5_k, 0, 0},
-      {WeightFormat::q6_k, 0, 0}};
+      {WeightFormat::dense, 0, 0},
+      {WeightFormat::mlx_affine, 2, 32},
+      {WeightFormat::mlx_affine, 3, 64},
+      {WeightFormat::mlx_affine, 4, 64},
+      {WeightFormat::mlx_affine, 4, 128},
+      {WeightFormat::mlx_affine, 5, 32},
+      {WeightFormat::mlx_affine, 6, 64},
+      {WeightFormat::mlx_affine, 8, 32},
+      {WeightFormat::q4_0, 0, 0},
+      {WeightFormat::q8_0, 0, 0},
+      {WeightFormat::q4_k, 0, 0},
+      {WeightFormat::q5_k, 0, 0},
+      {WeightFormat::q6_k, 0, 0},
+      // The MLX widths gemv.cu's affine kernel takes, with scales of x's dtype for f16 x too.
+      {WeightFormat::mlx_affine, 2, 64, DType::f16},
+      {WeightFormat::mlx_affine, 4, 32, DType::f16},
+      {WeightFormat::mlx_affine, 8, 128}};
   return f;
 }
 
@@ -45,7 +57,7 @@ Weight make_weight(const Format& f, int64_t n, int64_t k, uint64_t seed, const S
     return Weight::dense(test::random_buffer({n, k}, DType::bf16, seed, cpu));
   }
   if (f.format == WeightFormat::mlx_affine) {
-    return quantize_mlx_affine(test::random_buffer({n, k}, DType::bf16, seed, cpu), f.bits, f.group,
+    return quantize_mlx_affine(test::random_buffer({n, k}, f.source, seed, cpu), f.bits, f.group,
                                cpu);
   }
   const Buffer v = test::random_buffer({n, k}, DType::f32, seed, cpu);
@@ -251,8 +263,8 @@ TEST(GpuMatmul, MatchesTheCpuReferenceWithinTheDerivedBound) {
 }
 
 // M <= 4 runs the small-batch kernel (gemv.cu): odd N, K whose last step is partial, K long
-// enough to split across a cluster, an N past one wave of blocks (no split, several steps), x at
-// an offset in its allocation, every packed format, bf16 and f16 x, f32 / bf16 / f16 outputs and
+// enough to split across warps or blocks, an N past one wave of blocks (no split, several steps), x
+// at an offset in its allocation, every packed format, bf16 and f16 x, f32 / bf16 / f16 outputs and
 // biases; the same bound as above.
 TEST(GpuMatmul, SmallBatchMatchesTheCpuReference) {
   MLXN_REQUIRE_CUDA();

@@ -1,12 +1,14 @@
 // The bandwidth path of matmul: M ≤ 16 rows of bf16 / f16 x against a weight in any packed
-// format, reading each weight byte once.
+// format, reading each weight byte once. Two kernels: MLX affine 2/4/8-bit with scales of x's
+// dtype take the leaner `affine` kernel (codes fed to the mma as they are, scale and bias per
+// group; described where it starts); every other packed format takes the general one below.
 //
-// A warp owns 16 weight rows; per step each lane takes one 32-code chunk of two rows (row g and
-// g + 8, g = lane / 4) and the four lanes of a quad cover 128 consecutive k. The chunk is decoded
-// in registers into bf16 / f16 pairs and fed to mma.m16n8k16 as the A operand, x (rows as the N
-// dimension, 8 per tile) as B. The k order inside an mma is free as long as A and B agree: pair
-// i of a chunk holds codes (i, i + 16) — for Q4_0 exactly the low and high nibble of byte i — and
-// x is paired the same way with one byte permute per pair.
+// General kernel: a warp owns 16 weight rows; per step each lane takes one 32-code chunk of two
+// rows (row g and g + 8, g = lane / 4) and the four lanes of a quad cover 128 consecutive k. The
+// chunk is decoded in registers into bf16 / f16 pairs and fed to mma.m16n8k16 as the A operand, x
+// (rows as the N dimension, 8 per tile) as B. The k order inside an mma is free as long as A and B
+// agree: pair i of a chunk holds codes (i, i + 16) — for Q4_0 exactly the low and high nibble of
+// byte i — and x is paired the same way with one byte permute per pair.
 //
 // Decoding: codes below 128 (bf16) or 1024 (f16) become floats by the exponent trick (OR the
 // code into the mantissa of 128.0 / 1024.0, subtract it back), then w = fma(q, scale, bias) on
@@ -20,9 +22,11 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device/mma.cuh"
+#include "backend/cuda/device/occupancy.h"
 #include "backend/cuda/matmul/matmul.h"
 #include "backend/cuda/matmul/packed_formats.cuh"
 #include "backend/cuda/runtime.h"
@@ -42,8 +46,9 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kRowsPerBlock = kWarps * 16;
 constexpr int kMaxRows = 16;  // rows of x this path takes
 constexpr int kMaxSplits = 32;
-constexpr int kMinSplitSteps = 4;  // steps a split covers at least
-constexpr int kBlocksPerSm = 8;    // split-K target: blocks per SM (about what fits)
+constexpr int kMinSplitSteps = 4;     // steps a split covers at least
+constexpr int kBlocksPerSm = 8;       // split-K target: blocks per SM (about what fits)
+constexpr int kMaxAffineSplits = 16;  // warps per block of the MLX affine kernel
 
 struct Params {
   packed::PackedWeight w;
@@ -96,22 +101,394 @@ struct Pairs<__half> {
   }
 };
 
-// Adds bias and stores one output element.
-__device__ __forceinline__ void store_out(const Params& p, int xrow, int row, float v) {
-  if (p.bias != nullptr) v += load_float_coded(p.bias, p.bias_code, row);
-  const int64_t i = static_cast<int64_t>(xrow) * p.n + row;
-  switch (p.out_code) {
+// Adds bias and stores one output element (x row xrow, weight row `row`).
+__device__ __forceinline__ void store_out(const void* bias, int bias_code, void* out, int out_code,
+                                          int n, int xrow, int row, float v) {
+  if (bias != nullptr) v += load_float_coded(bias, bias_code, row);
+  const int64_t i = static_cast<int64_t>(xrow) * n + row;
+  switch (out_code) {
     case 0:
-      static_cast<float*>(p.out)[i] = v;
+      static_cast<float*>(out)[i] = v;
       break;
     case 1:
-      static_cast<__nv_bfloat16*>(p.out)[i] = __float2bfloat16_rn(v);
+      static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(v);
       break;
     default:
-      static_cast<__half*>(p.out)[i] = __float2half_rn(v);
+      static_cast<__half*>(out)[i] = __float2half_rn(v);
       break;
   }
 }
+
+// ---- MLX affine 2 / 4 / 8-bit: codes into the mma directly, scale and bias per group ----------
+//
+// The general kernel below spends most of its issue slots turning codes into weights (a
+// subtraction and an fma per pair, per-chunk scale loads with a dtype switch). For the MLX
+// widths whose codes split into 2- or 4-bit fields this kernel feeds the mma the codes
+// themselves, offset by a constant: one LOP3 makes a pair (code | magic = offset + code, exact in
+// x's dtype) and the group's scale s and bias b are applied once to f32 partial sums:
+//   Σ (s·q + b)·x = s·Σ (off + q)·x + (b − off·s)·Σ x,
+// where Σ (off + q)·x comes from the mma over the codes and Σ x from an mma with an all-ones A.
+// 8-bit codes are fed as two 4-bit fields, the high one against 16·x (exact), so the cost per
+// weight byte is the same at every width.
+//
+// Layout: a warp owns 16 rows (the mma's M) and a run of groups; the four lanes of a quad split
+// a group (group / 4 codes of rows g and g + 8 each), so every mma sums within one group. A
+// block is `splits` warps on the same 16 rows, each taking a contiguous share of the groups, and
+// sums their partials in shared memory in warp order (results do not depend on timing).
+// Memory: each warp keeps kAhead groups of weight loads in flight in registers; the scales and
+// biases of a run of groups are first copied to shared memory with row-contiguous loads (read
+// per group from global memory, 16 rows' scales cost the L1 as many requests as the weights
+// themselves); x is read one group ahead (it is shared by every warp and sits in L1).
+namespace affine {
+
+template <class T>
+struct Magic;
+template <>
+struct Magic<__nv_bfloat16> {
+  static constexpr uint32_t kPair = 0x43004300u;  // 128.0: 128 + code, exact below 128
+  static constexpr uint32_t kOnes = 0x3f803f80u;
+  static constexpr float kOffset = 128.0f;
+};
+template <>
+struct Magic<__half> {
+  static constexpr uint32_t kPair = 0x64006400u;  // 1024.0: 1024 + code, exact below 1024
+  static constexpr uint32_t kOnes = 0x3c003c00u;
+  static constexpr float kOffset = 1024.0f;
+};
+
+constexpr int kMaxChunk = 64;         // groups whose scales a warp stages at a time
+constexpr int kStagedPerBlock = 512;  // scale-and-bias pairs per row a block stages at a time
+
+struct Params {
+  const uint8_t* w;    // [N, row_bytes]
+  const void* scales;  // [N, groups] of T
+  const void* biases;  // [N, groups] of T
+  const void* x;       // [M, K] T, rows 16-byte aligned
+  const void* bias;    // [N] (bias_code) or null
+  void* out;           // [M, N] (out_code)
+  int64_t row_bytes;
+  int bias_code, out_code;
+  int m, n, k;
+  int groups;  // K / group size
+  int splits;  // warps per block, each a share of the groups
+  int chunk;   // groups per staging of scales (≤ kMaxChunk, splits · chunk ≤ kStagedPerBlock)
+};
+
+template <class T, int Bits, int Group, int Tiles>
+struct Shape {
+  static constexpr int kLaneCodes = Group / 4;           // codes of a row a lane takes per group
+  static constexpr int kWords = kLaneCodes * Bits / 32;  // their packed 32-bit words
+  static constexpr int kGroupBytes = Group * Bits / 8;   // a row's bytes per group
+  static constexpr int kXWords = kLaneCodes / 2;         // x as pairs, per x row
+  static constexpr int kField = Bits == 2 ? 2 : 4;       // bits of one mma code
+  static constexpr int kPairsPerWord = 16 / kField;
+  static constexpr int kPairs = kWords * kPairsPerWord;  // A pairs per weight row per group
+  static constexpr int kPlain = kLaneCodes / 2;          // x pairs with every k once (for Σ x)
+  static constexpr float kOffset = Magic<T>::kOffset * (Bits == 8 ? 17.0f : 1.0f);
+  static constexpr uint32_t kMask = ((1u << kField) - 1u) * 0x00010001u;
+  // Groups of weight loads a lane keeps in flight: about 32 bytes (16 with two x tiles, whose
+  // registers the loads would otherwise spill).
+  static constexpr int kAhead = std::clamp(32 / (Tiles * 2 * 4 * kWords), 1, 4);
+  static_assert(kWords >= 1, "a lane takes at least one word of a group");
+};
+
+template <int Words>
+__device__ __forceinline__ void load_words(const uint8_t* p, uint32_t (&w)[Words]) {
+  if constexpr (Words == 1) {
+    w[0] = *reinterpret_cast<const uint32_t*>(p);
+  } else if constexpr (Words == 2) {
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    w[0] = v.x, w[1] = v.y;
+  } else {
+    load_uint4_words<Words / 4>(p, w);
+  }
+}
+
+// Pair n of packed word w: the fields at bits n·kField and 16 + n·kField, each offset by the
+// magic constant (one shift and one LOP3).
+template <class T, int Bits, int Group, int Tiles>
+__device__ __forceinline__ uint32_t code_pair(uint32_t w, int n) {
+  using S = Shape<T, Bits, Group, Tiles>;
+  return ((w >> (n * S::kField)) & S::kMask) | Magic<T>::kPair;
+}
+
+// The x pair matching pair n of word j (x words hold (x[2i], x[2i + 1])).
+template <class T, int Bits, int Group, int Tiles>
+__device__ __forceinline__ uint32_t
+x_pair(const uint32_t (&xw)[Shape<T, Bits, Group, Tiles>::kXWords], int j, int n) {
+  if constexpr (Bits == 8) {
+    // Word j: codes 4j .. 4j + 3 in bytes; pairs 0 / 2 are the low fields of (4j, 4j + 2) /
+    // (4j + 1, 4j + 3), pairs 1 / 3 their high fields, which weigh 16.
+    const uint32_t base = prmt(xw[2 * j], xw[2 * j + 1], (n & 2) ? 0x7632 : 0x5410);
+    if (!(n & 1)) return base;
+    using T2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
+    const uint32_t sixteen = std::is_same_v<T, __half> ? 0x4c004c00u : 0x41804180u;  // 16.0
+    const T2 r =
+        __hmul2(*reinterpret_cast<const T2*>(&base), *reinterpret_cast<const T2*>(&sixteen));
+    return *reinterpret_cast<const uint32_t*>(&r);
+  } else {
+    // Word j: codes C·j .. C·j + C − 1 (C = 32 / Bits); pair n = codes (C·j + n, C·j + n + C/2).
+    constexpr int C = 32 / Bits;
+    return prmt(xw[(C * j + n) / 2], xw[(C * j + n + C / 2) / 2], (n & 1) ? 0x7632 : 0x5410);
+  }
+}
+
+// A (scale, bias) pair of T as two floats.
+template <class T>
+__device__ __forceinline__ float2 scale_bias(uint32_t sb) {
+  if constexpr (std::is_same_v<T, __half>) {
+    return __half22float2(*reinterpret_cast<const __half2*>(&sb));
+  } else {
+    return make_float2(__uint_as_float(sb << 16), __uint_as_float(sb & 0xffff0000u));
+  }
+}
+
+template <class T, int Bits, int Group, int Tiles>
+__device__ __forceinline__ void accumulate_group(
+    const uint32_t (&w)[2][Shape<T, Bits, Group, Tiles>::kWords], uint32_t sb0, uint32_t sb1,
+    const uint32_t (&xw)[Tiles][Shape<T, Bits, Group, Tiles>::kXWords], float (&out)[Tiles][4]) {
+  using S = Shape<T, Bits, Group, Tiles>;
+  uint32_t a[2][S::kPairs];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+#pragma unroll
+    for (int j = 0; j < S::kWords; ++j) {
+#pragma unroll
+      for (int n = 0; n < S::kPairsPerWord; ++n) {
+        a[r][j * S::kPairsPerWord + n] = code_pair<T, Bits, Group, Tiles>(w[r][j], n);
+      }
+    }
+  }
+  const float2 r0 = scale_bias<T>(sb0), r1 = scale_bias<T>(sb1);
+  const float c0 = fmaf(-S::kOffset, r0.x, r0.y), c1 = fmaf(-S::kOffset, r1.x, r1.y);
+  constexpr uint32_t kOnes = Magic<T>::kOnes;
+  const uint32_t ones[4] = {kOnes, kOnes, kOnes, kOnes};
+#pragma unroll
+  for (int t = 0; t < Tiles; ++t) {
+    uint32_t xp[S::kPairs], plain[S::kPlain];
+    int np = 0;
+#pragma unroll
+    for (int j = 0; j < S::kWords; ++j) {
+#pragma unroll
+      for (int n = 0; n < S::kPairsPerWord; ++n) {
+        xp[j * S::kPairsPerWord + n] = x_pair<T, Bits, Group, Tiles>(xw[t], j, n);
+        if (Bits != 8 || !(n & 1)) plain[np++] = xp[j * S::kPairsPerWord + n];
+      }
+    }
+    float acc[4] = {}, sum[4] = {};
+#pragma unroll
+    for (int i = 0; i < S::kPairs; i += 2) {
+      const uint32_t frag[4] = {a[0][i], a[1][i], a[0][i + 1], a[1][i + 1]};
+      mma<T>(acc, frag, xp[i], xp[i + 1]);
+    }
+#pragma unroll
+    for (int i = 0; i < S::kPlain; i += 2) mma<T>(sum, ones, plain[i], plain[i + 1]);
+    // acc / sum: (row g, x rows 2q, 2q + 1), (row g + 8, the same x rows).
+    out[t][0] = fmaf(r0.x, acc[0], fmaf(c0, sum[0], out[t][0]));
+    out[t][1] = fmaf(r0.x, acc[1], fmaf(c0, sum[1], out[t][1]));
+    out[t][2] = fmaf(r1.x, acc[2], fmaf(c1, sum[2], out[t][2]));
+    out[t][3] = fmaf(r1.x, acc[3], fmaf(c1, sum[3], out[t][3]));
+  }
+}
+
+template <class T, int Bits, int Group, int Tiles>
+__device__ __forceinline__ void load_x(uint32_t (&xw)[Tiles][Shape<T, Bits, Group, Tiles>::kXWords],
+                                       const T* (&x)[Tiles], int group) {
+  using S = Shape<T, Bits, Group, Tiles>;
+#pragma unroll
+  for (int t = 0; t < Tiles; ++t) {
+    load_uint4_words<S::kXWords / 4>(reinterpret_cast<const uint8_t*>(x[t] + group * Group), xw[t]);
+  }
+}
+
+template <class T, int Bits, int Group, int Tiles>
+__global__ void __launch_bounds__(32 * kMaxAffineSplits)
+    gemv_affine_kernel(const __grid_constant__ Params p) {
+  using S = Shape<T, Bits, Group, Tiles>;
+  // Per warp: the (scale, bias) pairs of its 16 rows for `chunk` groups, row stride chunk + 1
+  // words (the 8 rows a load instruction reads fall in different banks).
+  extern __shared__ uint32_t staged[];
+  const int lane = threadIdx.x & 31, split = threadIdx.x >> 5;
+  const int g = lane >> 2, quad = lane & 3;
+  const int row0 = blockIdx.x * 16;
+  const int stride = p.chunk + 1;
+  uint32_t* sb = staged + split * 16 * stride;
+  // Rows past N read the last row (in bounds) and are not stored; x rows past M likewise.
+  const uint8_t* w[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    w[r] = p.w + min(row0 + g + 8 * r, p.n - 1) * p.row_bytes + quad * S::kWords * 4;
+  }
+  const T* x[Tiles];
+#pragma unroll
+  for (int t = 0; t < Tiles; ++t) {
+    x[t] = static_cast<const T*>(p.x) + static_cast<int64_t>(min(t * 8 + g, p.m - 1)) * p.k +
+           quad * S::kLaneCodes;
+  }
+  const int begin = static_cast<int>(static_cast<int64_t>(p.groups) * split / p.splits);
+  const int end = static_cast<int>(static_cast<int64_t>(p.groups) * (split + 1) / p.splits);
+  // Staging: `lanes` lanes per row (a power of two covering the chunk), consecutive groups.
+  int lanes_log2 = 0;
+  while ((1 << lanes_log2) < min(p.chunk, 32)) ++lanes_log2;
+
+  float out[Tiles][4] = {};
+  uint32_t xw[Tiles][S::kXWords];
+  if (begin < end) load_x<T, Bits, Group, Tiles>(xw, x, begin);
+  for (int chunk0 = begin; chunk0 < end; chunk0 += p.chunk) {
+    const int chunk_end = min(chunk0 + p.chunk, end);
+    __syncwarp();  // the previous chunk's reads of sb are done
+    for (int r = lane >> lanes_log2; r < 16; r += 32 >> lanes_log2) {
+      const int64_t row = min(row0 + r, p.n - 1);
+      const uint16_t* s_row = static_cast<const uint16_t*>(p.scales) + row * p.groups;
+      const uint16_t* b_row = static_cast<const uint16_t*>(p.biases) + row * p.groups;
+      for (int j = chunk0 + (lane & ((1 << lanes_log2) - 1)); j < chunk_end; j += 1 << lanes_log2) {
+        sb[r * stride + (j - chunk0)] =
+            static_cast<uint32_t>(s_row[j]) | static_cast<uint32_t>(b_row[j]) << 16;
+      }
+    }
+    __syncwarp();
+
+    uint32_t ring[S::kAhead][2][S::kWords];
+#pragma unroll
+    for (int i = 0; i < S::kAhead; ++i) {
+      if (chunk0 + i < chunk_end) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) load_words(w[r] + (chunk0 + i) * S::kGroupBytes, ring[i][r]);
+      }
+    }
+    for (int group = chunk0; group < chunk_end; group += S::kAhead) {
+#pragma unroll
+      for (int i = 0; i < S::kAhead; ++i) {
+        const int at = group + i;
+        if (at < chunk_end) {
+          uint32_t xcur[Tiles][S::kXWords];
+#pragma unroll
+          for (int t = 0; t < Tiles; ++t) {
+#pragma unroll
+            for (int v = 0; v < S::kXWords; ++v) xcur[t][v] = xw[t][v];
+          }
+          if (at + 1 < end) load_x<T, Bits, Group, Tiles>(xw, x, at + 1);
+          const int j = at - chunk0;
+          accumulate_group<T, Bits, Group, Tiles>(ring[i], sb[g * stride + j],
+                                                  sb[(g + 8) * stride + j], xcur, out);
+          if (at + S::kAhead < chunk_end) {
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+              load_words(w[r] + (at + S::kAhead) * S::kGroupBytes, ring[i][r]);
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // out[t] = (row g, x rows 8t + 2q, 8t + 2q + 1), (row g + 8, the same x rows).
+  __shared__ float partial[kMaxAffineSplits - 1][Tiles * 4][32];
+  if (split > 0) {
+#pragma unroll
+    for (int t = 0; t < Tiles; ++t) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) partial[split - 1][t * 4 + e][lane] = out[t][e];
+    }
+  }
+  if (p.splits > 1) __syncthreads();
+  if (split > 0) return;
+  for (int s = 1; s < p.splits; ++s) {
+#pragma unroll
+    for (int t = 0; t < Tiles; ++t) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) out[t][e] += partial[s - 1][t * 4 + e][lane];
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < Tiles; ++t) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int xr = t * 8 + 2 * quad + (e & 1), row = row0 + g + (e >> 1) * 8;
+      if (xr < p.m && row < p.n) {
+        store_out(p.bias, p.bias_code, p.out, p.out_code, p.n, xr, row, out[t][e]);
+      }
+    }
+  }
+}
+
+template <class T, int Bits, int Group>
+void launch(Params p, const Stream& stream) {
+  const auto cuda_stream = static_cast<cudaStream_t>(stream.native_handle());
+  const int tiles = (p.n + 15) / 16;
+  auto kernel =
+      p.m > 8 ? gemv_affine_kernel<T, Bits, Group, 2> : gemv_affine_kernel<T, Bits, Group, 1>;
+  const auto smem = [&](int splits, int chunk) { return splits * 16 * (chunk + 1) * 4; };
+  const auto chunk_for = [&](int splits) {
+    return std::min({kMaxChunk, kStagedPerBlock / splits, (p.groups + splits - 1) / splits});
+  };
+  // Split the groups among the warps of a block only while the whole grid stays resident (one
+  // wave: every warp streams at once and they finish together) and each warp keeps at least
+  // two groups.
+  const int sms = device_properties(stream.device()).multiprocessors;
+  p.splits = 1;
+  while (p.splits * 2 <= kMaxAffineSplits && p.groups / (p.splits * 2) >= 2) {
+    const int s = p.splits * 2;
+    const int64_t resident =
+        int64_t{resident_blocks_per_sm(reinterpret_cast<const void*>(kernel), 32 * s,
+                                       smem(s, chunk_for(s)), stream.device())} *
+        sms;
+    if (tiles > resident) break;
+    p.splits = s;
+  }
+  p.chunk = chunk_for(p.splits);
+  kernel<<<tiles, 32 * p.splits, smem(p.splits, p.chunk), cuda_stream>>>(p);
+  MLXN_CUDA_CHECK_LAUNCH();
+}
+
+template <class T>
+bool run(const linear::Job& job, const Stream& stream) {
+  const Weight& w = job.w;
+  Params p{};
+  p.w = static_cast<const uint8_t*>(w.data().data());
+  p.row_bytes = w.data().dim(1) * w.data().element_size();
+  p.scales = w.scales().data();
+  p.biases = w.biases().data();
+  p.x = job.x.data();
+  p.bias = job.bias.defined() ? job.bias.data() : nullptr;
+  p.bias_code = job.bias.defined() ? float_dtype_code(job.bias.dtype()) : 0;
+  p.out = job.out.data();
+  p.out_code = float_dtype_code(job.out.dtype());
+  p.m = static_cast<int>(job.m);
+  p.n = static_cast<int>(job.n);
+  p.k = static_cast<int>(job.k);
+  p.groups = static_cast<int>(job.k / w.group_size());
+  switch (w.bits() * 1000 + w.group_size()) {
+    case 2064:
+      launch<T, 2, 64>(p, stream);
+      return true;
+    case 2128:
+      launch<T, 2, 128>(p, stream);
+      return true;
+    case 4032:
+      launch<T, 4, 32>(p, stream);
+      return true;
+    case 4064:
+      launch<T, 4, 64>(p, stream);
+      return true;
+    case 4128:
+      launch<T, 4, 128>(p, stream);
+      return true;
+    case 8032:
+      launch<T, 8, 32>(p, stream);
+      return true;
+    case 8064:
+      launch<T, 8, 64>(p, stream);
+      return true;
+    case 8128:
+      launch<T, 8, 128>(p, stream);
+      return true;
+    default:
+      return false;  // 3, 5, 6 bits and 2-bit groups of 32: the general kernel
+  }
+}
+
+}  // namespace affine
 
 template <class Fmt, class T, int Tiles>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ Params p) {
@@ -173,7 +550,8 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int xrow = t * 8 + 2 * quad + (e & 1), row = row0 + g + (e >> 1) * 8;
-        if (xrow < p.m && row < p.n) store_out(p, xrow, row, acc[t][e]);
+        if (xrow < p.m && row < p.n)
+          store_out(p.bias, p.bias_code, p.out, p.out_code, p.n, xrow, row, acc[t][e]);
       }
     }
     return;
@@ -212,7 +590,7 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(const __grid_constant__ 
       v = (((v + a) + b) + c) + d;
     }
     for (; s < p.splits; ++s) v += __ldcg(src + s * stride);
-    store_out(p, xrow, row, v);
+    store_out(p.bias, p.bias_code, p.out, p.out_code, p.n, xrow, row, v);
   }
   if (threadIdx.x == 0) p.arrivals[blockIdx.x] = 0;
 }
@@ -257,6 +635,12 @@ bool gemv_packed(const linear::Job& job, const Stream& stream) {
   // x rows are whenever x is; MLX and K-quant rows are whenever the data is).
   if (!job.x.is_aligned(16) || !w.data().is_aligned(16)) return false;
   if (job.n > (1 << 30) || job.k > (1 << 30)) return false;
+  if (w.format() == WeightFormat::mlx_affine && w.scales().dtype() == job.x.dtype() &&
+      w.biases().dtype() == job.x.dtype()) {
+    const bool ran = job.x.dtype() == DType::bf16 ? affine::run<__nv_bfloat16>(job, stream)
+                                                  : affine::run<__half>(job, stream);
+    if (ran) return true;
+  }
   Params p{};
   p.w = packed::packed_weight(w);
   p.x = job.x.data();

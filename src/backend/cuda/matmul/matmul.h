@@ -1,6 +1,7 @@
 // CUDA implementation of ops/matmul.h and ops/weights.h (arguments validated by the front ends).
 //   gemv.cu       M ≤ 16 with bf16 / f16 x: the weight is read once in its packed form and
-//                 decoded in registers into tensor-core fragments (the bandwidth path)
+//                 decoded in registers into tensor-core fragments (the bandwidth path; MLX
+//                 2/4/8-bit has its own leaner kernel there)
 //   gemm.cu       everything else: cuBLASLt, the weight dequantized into x's dtype tile by tile
 //   dequantize.cu dequantize and the embedding gather (bit-identical to the CPU reference), and
 //                 the tensor-core path's staging (dequantize_rows)
