@@ -412,8 +412,11 @@ __global__ void __launch_bounds__(32 * kMaxAffineSplits)
   }
 }
 
+// False (nothing launched) when the row tiles alone exceed one wave of one-warp blocks: there
+// this kernel's one-warp blocks lost to the general kernel (MLX 4-bit 151936 × 4096, M 1:
+// 260.3 µs against 209.6 on the H200, docs/perf.md).
 template <class T, int Bits, int Group>
-void launch(Params p, const Stream& stream) {
+bool launch(Params p, const Stream& stream) {
   const auto cuda_stream = static_cast<cudaStream_t>(stream.native_handle());
   const int tiles = (p.n + 15) / 16;
   auto kernel =
@@ -426,19 +429,21 @@ void launch(Params p, const Stream& stream) {
   // wave: every warp streams at once and they finish together) and each warp keeps at least
   // two groups.
   const int sms = device_properties(stream.device()).multiprocessors;
+  const auto resident_tiles = [&](int splits) {
+    return int64_t{resident_blocks_per_sm(reinterpret_cast<const void*>(kernel), 32 * splits,
+                                          smem(splits, chunk_for(splits)), stream.device())} *
+           sms;
+  };
+  if (tiles > resident_tiles(1)) return false;
   p.splits = 1;
   while (p.splits * 2 <= kMaxAffineSplits && p.groups / (p.splits * 2) >= 2) {
-    const int s = p.splits * 2;
-    const int64_t resident =
-        int64_t{resident_blocks_per_sm(reinterpret_cast<const void*>(kernel), 32 * s,
-                                       smem(s, chunk_for(s)), stream.device())} *
-        sms;
-    if (tiles > resident) break;
-    p.splits = s;
+    if (tiles > resident_tiles(p.splits * 2)) break;
+    p.splits *= 2;
   }
   p.chunk = chunk_for(p.splits);
   kernel<<<tiles, 32 * p.splits, smem(p.splits, p.chunk), cuda_stream>>>(p);
   MLXN_CUDA_CHECK_LAUNCH();
+  return true;
 }
 
 template <class T>
@@ -460,29 +465,21 @@ bool run(const linear::Job& job, const Stream& stream) {
   p.groups = static_cast<int>(job.k / w.group_size());
   switch (w.bits() * 1000 + w.group_size()) {
     case 2064:
-      launch<T, 2, 64>(p, stream);
-      return true;
+      return launch<T, 2, 64>(p, stream);
     case 2128:
-      launch<T, 2, 128>(p, stream);
-      return true;
+      return launch<T, 2, 128>(p, stream);
     case 4032:
-      launch<T, 4, 32>(p, stream);
-      return true;
+      return launch<T, 4, 32>(p, stream);
     case 4064:
-      launch<T, 4, 64>(p, stream);
-      return true;
+      return launch<T, 4, 64>(p, stream);
     case 4128:
-      launch<T, 4, 128>(p, stream);
-      return true;
+      return launch<T, 4, 128>(p, stream);
     case 8032:
-      launch<T, 8, 32>(p, stream);
-      return true;
+      return launch<T, 8, 32>(p, stream);
     case 8064:
-      launch<T, 8, 64>(p, stream);
-      return true;
+      return launch<T, 8, 64>(p, stream);
     case 8128:
-      launch<T, 8, 128>(p, stream);
-      return true;
+      return launch<T, 8, 128>(p, stream);
     default:
       return false;  // 3, 5, 6 bits and 2-bit groups of 32: the general kernel
   }
