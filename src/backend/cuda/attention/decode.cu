@@ -9,6 +9,7 @@
 #include "backend/cuda/attention/decode_launch.h"
 #include "backend/cuda/attention/kv_cache.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device/pdl.cuh"
 #include "mlxn/core/device.h"
 #include "mlxn/core/device_errors.h"
 
@@ -45,6 +46,8 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(MergeArgs a
   extern __shared__ float sm[];  // weights [splits] | partial sums [sets][dim] | vec [dim]
   __shared__ float red[kMergeThreads / 32];
   __shared__ float scale_s;
+  allow_dependents_early();
+  wait_for_previous_grid();  // launched overlapping (device/pdl.cuh)
   const int tid = threadIdx.x;
   const int row_id = blockIdx.x;  // (b * q_len + i) * q_heads + h
   const int h = row_id % a.q_heads, i = (row_id / a.q_heads) % a.q_len,
@@ -269,8 +272,9 @@ void decode_attention(const attention::DecodeJob& job, const Stream& stream) {
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(merge_smem)));
   }
-  decode::decode_merge_kernel<<<static_cast<unsigned>(job.batch * job.q_len * job.q_heads),
-                                decode::kMergeThreads, merge_smem, cuda_stream>>>(m);
+  launch_overlapping(decode::decode_merge_kernel,
+                     static_cast<unsigned>(job.batch * job.q_len * job.q_heads),
+                     decode::kMergeThreads, merge_smem, cuda_stream, m);
   MLXN_CUDA_CHECK_LAUNCH();
 }
 

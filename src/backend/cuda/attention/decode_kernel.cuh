@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "backend/cuda/device/mma.cuh"
+#include "backend/cuda/device/pdl.cuh"
 #include "backend/cuda/turboquant/common.cuh"
 #include "portable/error_state.h"
 #include "portable/turboquant.h"
@@ -315,6 +316,8 @@ __host__ __device__ constexpr Smem smem_plan() {
 
 template <class KF, class VF, int D>
 __global__ void __launch_bounds__(kThreads, KF::kDense ? 2 : 4) decode_attention_kernel(Args a) {
+  allow_dependents_early();
+  wait_for_previous_grid();  // launched overlapping (device/pdl.cuh)
   using KT = typename KF::KMma;
   using VT = typename VF::VMma;
   constexpr int dim = D, DS = kSlice<D>;

@@ -20,7 +20,7 @@ struct Kernel {
 
 template <class KF, class VF, int D>
 void launch_instance(const Args& args, dim3 grid, int smem_bytes, cudaStream_t stream) {
-  decode_attention_kernel<KF, VF, D><<<grid, kThreads, smem_bytes, stream>>>(args);
+  launch_overlapping(decode_attention_kernel<KF, VF, D>, grid, kThreads, smem_bytes, stream, args);
 }
 template <class KF, class VF, int D>
 Kernel kernel_instance() {

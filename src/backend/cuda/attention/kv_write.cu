@@ -6,6 +6,7 @@
 
 #include "backend/cuda/attention/kv_cache.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device/pdl.cuh"
 #include "backend/cuda/device/types.cuh"
 #include "mlxn/core/device_errors.h"
 #include "mlxn/core/dispatch.h"
@@ -48,6 +49,8 @@ __global__ void fp8_calibrate_kernel(WriteArgs a) {
 // KIND: 0 bf16, 1 f16 (saturated to +-65504 so the cache never holds an infinity), 2 fp8.
 template <class TIn, int KIND>
 __global__ void kv_write_kernel(WriteArgs a) {
+  allow_dependents_early();
+  wait_for_previous_grid();  // launched overlapping (device/pdl.cuh)
   const long long vec = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   if (vec >= a.tokens * a.heads) return;
@@ -121,13 +124,13 @@ void kv_write(const Buffer& x, const Buffer& slots, const KvStore& store, bool c
         }
         switch (store.type) {
           case KvType::bf16:
-            kv_write_kernel<T, 0><<<blocks, 256, 0, cuda_stream>>>(a);
+            launch_overlapping(kv_write_kernel<T, 0>, blocks, 256, 0, cuda_stream, a);
             break;
           case KvType::f16:
-            kv_write_kernel<T, 1><<<blocks, 256, 0, cuda_stream>>>(a);
+            launch_overlapping(kv_write_kernel<T, 1>, blocks, 256, 0, cuda_stream, a);
             break;
           default:
-            kv_write_kernel<T, 2><<<blocks, 256, 0, cuda_stream>>>(a);
+            launch_overlapping(kv_write_kernel<T, 2>, blocks, 256, 0, cuda_stream, a);
         }
         MLXN_CUDA_CHECK_LAUNCH();
       });

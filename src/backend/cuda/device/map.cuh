@@ -16,6 +16,7 @@
 #include <array>
 
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device/pdl.cuh"
 #include "backend/cuda/device/types.cuh"
 #include "mlxn/core/buffer.h"
 
@@ -42,6 +43,8 @@ constexpr int kMapUnroll = 4;
 template <int kInputs, class TIn, class TOut, int kVec, class Op>
 __global__ void __launch_bounds__(kMapThreads)
     map_contiguous_kernel(const MapPointers<kInputs> p, const int64_t numel, const Op op) {
+  allow_dependents_early();
+  wait_for_previous_grid();  // launched overlapping (device/pdl.cuh)
   constexpr int kIn = kInputs > 0 ? kInputs : 1;
   const int64_t packs = numel / kVec;
   const int64_t first = static_cast<int64_t>(blockIdx.x) * kMapThreads * kMapUnroll + threadIdx.x;
@@ -207,13 +210,13 @@ void launch_map(const Buffer& out, const std::array<const Buffer*, kInputs>& inp
       const int64_t packs = numel / kVec;
       const int64_t blocks =
           std::max<int64_t>(1, (packs + kMapThreads * kMapUnroll - 1) / (kMapThreads * kMapUnroll));
-      map_contiguous_kernel<kInputs, TIn, TOut, kVec, Op>
-          <<<static_cast<unsigned>(blocks), kMapThreads, 0, cuda_stream>>>(p, numel, op);
+      launch_overlapping(map_contiguous_kernel<kInputs, TIn, TOut, kVec, Op>,
+                         static_cast<unsigned>(blocks), kMapThreads, 0, cuda_stream, p, numel, op);
     } else {
       const int64_t blocks =
           std::max<int64_t>(1, (numel + kMapThreads * kMapUnroll - 1) / (kMapThreads * kMapUnroll));
-      map_contiguous_kernel<kInputs, TIn, TOut, 1, Op>
-          <<<static_cast<unsigned>(blocks), kMapThreads, 0, cuda_stream>>>(p, numel, op);
+      launch_overlapping(map_contiguous_kernel<kInputs, TIn, TOut, 1, Op>,
+                         static_cast<unsigned>(blocks), kMapThreads, 0, cuda_stream, p, numel, op);
     }
     MLXN_CUDA_CHECK_LAUNCH();
     return;

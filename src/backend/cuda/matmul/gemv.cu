@@ -27,6 +27,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device/mma.cuh"
 #include "backend/cuda/device/occupancy.h"
+#include "backend/cuda/device/pdl.cuh"
 #include "backend/cuda/matmul/matmul.h"
 #include "backend/cuda/matmul/packed_formats.cuh"
 #include "backend/cuda/runtime.h"
@@ -366,8 +367,9 @@ __global__ void __launch_bounds__(32 * kMaxAffineSplits, Tiles == 1 ? 2 : 1)
            static_cast<int64_t>(begin) * Group + quad * S::kLaneCodes;
   }
 
-  // First in flight: the weights of kAhead groups and x of the first; then the first chunk's
-  // scales, so the three latencies overlap.
+  // First in flight: the weights of kAhead groups and the first chunk's scales (their latencies
+  // overlap, and with the launch's overlap also the previous kernel's tail); x, which the
+  // previous kernel may still be writing, only after its grid has completed.
   uint32_t ring[S::kAhead][2][S::kWords];
 #pragma unroll
   for (int i = 0; i < S::kAhead; ++i) {
@@ -379,6 +381,8 @@ __global__ void __launch_bounds__(32 * kMaxAffineSplits, Tiles == 1 ? 2 : 1)
       }
     }
   }
+  if (begin < end) stage_scales(p, sb, stride, row0, begin, min(p.chunk, end - begin), lane);
+  wait_for_previous_grid();
   uint32_t xw[2][Tiles][S::kXWords];  // x of groups at (slot at − begin mod 2) and at + 1
   if (begin < end) {
 #pragma unroll
@@ -392,8 +396,10 @@ __global__ void __launch_bounds__(32 * kMaxAffineSplits, Tiles == 1 ? 2 : 1)
   // Chunks are multiples of kUnroll groups (launch), so slot i of a turn is always group at0 + i.
   for (int chunk0 = begin; chunk0 < end; chunk0 += p.chunk) {
     const int chunk_end = min(chunk0 + p.chunk, end);
-    __syncwarp();  // the previous chunk's reads of sb are done
-    stage_scales(p, sb, stride, row0, chunk0, chunk_end - chunk0, lane);
+    if (chunk0 != begin) {
+      __syncwarp();  // the previous chunk's reads of sb are done
+      stage_scales(p, sb, stride, row0, chunk0, chunk_end - chunk0, lane);
+    }
     __syncwarp();
     const uint32_t* sb_g = sb + g * stride - chunk0;
     for (int at0 = chunk0; at0 < chunk_end; at0 += S::kUnroll) {
@@ -484,8 +490,8 @@ bool launch(Params p, const Stream& stream) {
     p.splits *= 2;
   }
   p.chunk = chunk_for(p.splits);
-  kernel<<<tiles, 32 * p.splits, smem(p.splits, p.chunk), cuda_stream>>>(p);
-  MLXN_CUDA_CHECK_LAUNCH();
+  launch_overlapping(kernel, dim3(tiles), dim3(32 * p.splits), smem(p.splits, p.chunk), cuda_stream,
+                     p);
   return true;
 }
 

@@ -3,6 +3,7 @@
 // output pass (rows up to 8192 elements are read from memory once) and moves them in 16-byte
 // packs when the row allows; statistics in f32.
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/device/pdl.cuh"
 #include "backend/cuda/device/rows.cuh"
 #include "backend/cuda/device/types.cuh"
 #include "backend/cuda/norms/norms.h"
@@ -38,6 +39,8 @@ struct Args {
 template <class TX, class TO, int kThreads, int V>
 __global__ void __launch_bounds__(kBlock) norm_kernel(Args a) {
   __shared__ float scratch[kBlock / 32];
+  allow_dependents_early();
+  wait_for_previous_grid();  // launched overlapping (device/pdl.cuh)
   constexpr int kRowsPerBlock = kBlock / kThreads;
   constexpr int kPacks = kCache / V;  // packs of V values kept in registers per thread
   const long long row = static_cast<long long>(blockIdx.x) * kRowsPerBlock + threadIdx.x / kThreads;
@@ -179,13 +182,15 @@ void normalize(const norms::Job& job, const Stream& stream) {
         // threads a row is a long serial chain on one SM (11 µs for one row of 4096, measured).
         const bool few_rows = a.rows <= 2LL * device_properties(stream.device()).multiprocessors;
         if (few_rows) {
-          norm_kernel<TX, TO, kBlock, V><<<blocks(kBlock), kBlock, 0, cuda_stream>>>(a);
+          launch_overlapping(norm_kernel<TX, TO, kBlock, V>, blocks(kBlock), kBlock, 0, cuda_stream,
+                             a);
         } else if (a.n <= 32 * kCache) {
-          norm_kernel<TX, TO, 32, V><<<blocks(32), kBlock, 0, cuda_stream>>>(a);
+          launch_overlapping(norm_kernel<TX, TO, 32, V>, blocks(32), kBlock, 0, cuda_stream, a);
         } else if (a.n <= 128 * kCache) {
-          norm_kernel<TX, TO, 128, V><<<blocks(128), kBlock, 0, cuda_stream>>>(a);
+          launch_overlapping(norm_kernel<TX, TO, 128, V>, blocks(128), kBlock, 0, cuda_stream, a);
         } else {
-          norm_kernel<TX, TO, kBlock, V><<<blocks(kBlock), kBlock, 0, cuda_stream>>>(a);
+          launch_overlapping(norm_kernel<TX, TO, kBlock, V>, blocks(kBlock), kBlock, 0, cuda_stream,
+                             a);
         }
       };
       if (vec) {

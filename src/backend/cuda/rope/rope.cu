@@ -6,6 +6,7 @@
 // keeps its units in registers between the sum of squares and the output.
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device/map.cuh"
+#include "backend/cuda/device/pdl.cuh"
 #include "backend/cuda/device/types.cuh"
 #include "backend/cuda/rope/rope.h"
 #include "mlxn/core/device_errors.h"
@@ -44,6 +45,8 @@ struct Args {
 // kCache units per lane stay in registers (the norm needs the whole head before any output).
 template <class T, int V>
 __global__ void __launch_bounds__(kBlock) rope_kernel(Args a) {
+  allow_dependents_early();
+  wait_for_previous_grid();  // launched overlapping (device/pdl.cuh)
   constexpr int kCache = V >= 8 ? 2 : 16 / (2 * V);
   extern __shared__ float2 table[];  // [tokens_per_block][half]: (cos, sin) * scaling
   const long long t0 = static_cast<long long>(blockIdx.x) * a.tokens_per_block;
@@ -214,7 +217,8 @@ void rope(const rotary::Job& job, const Stream& stream) {
                                           std::max(1, kMaxTableBytes / (8 * std::max(a.half, 1))));
           const long long blocks = (a.tokens + a.tokens_per_block - 1) / a.tokens_per_block;
           const size_t smem = static_cast<size_t>(a.tokens_per_block) * a.half * sizeof(float2);
-          rope_kernel<T, V><<<static_cast<unsigned>(blocks), kBlock, smem, cuda_stream>>>(a);
+          launch_overlapping(rope_kernel<T, V>, static_cast<unsigned>(blocks), kBlock, smem,
+                             cuda_stream, a);
           MLXN_CUDA_CHECK_LAUNCH();
         };
         if (vec) {
