@@ -1,11 +1,10 @@
 // matmul on the GPU: y = x·Wᵀ for the projection shapes of Llama-3-8B / Qwen3-8B (N×K = 4096×4096,
 // 14336×4096, 4096×14336, 151936×4096), M ∈ {1, 4, 16, 64, 512, 4096} rows of bf16 x, weights in
-// MLX 4-bit g64, 8-bit g64, 3-bit g64, GGML Q4_0, Q8_0, Q4_K, Q6_K; the peer is cuBLAS with the
-// bf16 weight (the library's dense path is cuBLASLt) timed in the same run. Bytes: the weight as
-// stored + x + out. The weights are a 64-row block (quantized from seeded values on the CPU)
-// repeated down the rows; enough weight copies rotate to keep the working set beyond L2.
-// Each (format, shape) is first checked at M = 1 and M = 64 against cuBLAS on the dequantized
-// weight.
+// MLX 4-bit g64, 8-bit g64, 3-bit g64, 4-bit g128, GGML Q4_0, Q8_0, Q4_K, Q6_K; the peer is cuBLAS
+// with the bf16 weight (the library's dense path is cuBLASLt) timed in the same run. Bytes: the
+// weight as stored + x + out. The weights are a 64-row block (quantized from seeded values on the
+// CPU) repeated down the rows; enough weight copies rotate to keep the working set beyond L2. Each
+// (format, shape) is first checked at M = 1 and M = 64 against cuBLAS on the dequantized weight.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -99,11 +98,15 @@ int main(int argc, char** argv) {
     Stream s(Device::cuda(0));
     Stream cpu(Device::cpu());
     const double copy_gbps = report_copy_ceiling(s);
-    const std::vector<Format> formats = {
-        {"bf16", WeightFormat::dense, 0, 0},          {"mlx4g64", WeightFormat::mlx_affine, 4, 64},
-        {"mlx8g64", WeightFormat::mlx_affine, 8, 64}, {"mlx3g64", WeightFormat::mlx_affine, 3, 64},
-        {"q4_0", WeightFormat::q4_0, 0, 0},           {"q8_0", WeightFormat::q8_0, 0, 0},
-        {"q4_k", WeightFormat::q4_k, 0, 0},           {"q6_k", WeightFormat::q6_k, 0, 0}};
+    const std::vector<Format> formats = {{"bf16", WeightFormat::dense, 0, 0},
+                                         {"mlx4g64", WeightFormat::mlx_affine, 4, 64},
+                                         {"mlx8g64", WeightFormat::mlx_affine, 8, 64},
+                                         {"mlx3g64", WeightFormat::mlx_affine, 3, 64},
+                                         {"mlx4g128", WeightFormat::mlx_affine, 4, 128},
+                                         {"q4_0", WeightFormat::q4_0, 0, 0},
+                                         {"q8_0", WeightFormat::q8_0, 0, 0},
+                                         {"q4_k", WeightFormat::q4_k, 0, 0},
+                                         {"q6_k", WeightFormat::q6_k, 0, 0}};
     const std::vector<std::pair<int64_t, int64_t>> shapes = {
         {4096, 4096}, {14336, 4096}, {4096, 14336}, {151936, 4096}};
     const std::vector<int64_t> ms = {1, 4, 16, 64, 512, 4096};

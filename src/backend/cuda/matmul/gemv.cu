@@ -332,11 +332,12 @@ __device__ __forceinline__ void stage_scales(const Params& p, uint32_t* sb, int 
   }
 }
 
-// One x tile: at most 64 registers (two blocks of 16 warps), for 32 resident warps per SM; left
-// free the compiler takes 75-90 and the grid loses a third of its warps (MLX 4-bit 14336 × 4096,
-// M 1: 31.8 against 24.0 µs). Two x tiles need the registers (capped, they spill).
+// One x tile and groups up to 64: at most 64 registers (two blocks of 16 warps), for 32 resident
+// warps per SM; left free the compiler takes 75-90 and the grid loses a third of its warps (MLX
+// 4-bit g64 14336 × 4096, M 1: 31.8 against 24.0 µs). Groups of 128 spill 300-460 bytes under
+// that cap (4-bit g128: 37.9 capped against 22.3 µs free); two x tiles need their registers too.
 template <class T, int Bits, int Group, int Tiles>
-__global__ void __launch_bounds__(32 * kMaxAffineSplits, Tiles == 1 ? 2 : 1)
+__global__ void __launch_bounds__(32 * kMaxAffineSplits, Tiles == 1 && Group <= 64 ? 2 : 1)
     gemv_affine_kernel(const __grid_constant__ Params p) {
   using S = Shape<T, Bits, Group, Tiles>;
   // Per warp: the (scale, bias) pairs of its 16 rows for `chunk` groups, row stride chunk + 1
