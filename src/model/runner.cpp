@@ -199,6 +199,21 @@ Runner::Runner(ModelConfig config, ModelWeights weights, RunnerOptions options,
   rope_.reserve(config_.layers.size());
   for (const LayerConfig& l : config_.layers)
     rope_.emplace_back(l.rope, stream_, options_.max_context);
+  // From here on nothing writes the weights (the runner holds them read-only): once the copies
+  // above have completed, kernels may read them ahead of their inputs (Weight::settle).
+  stream_.synchronize();
+  const auto settle = [](Weight& w) {
+    if (w.defined()) w.settle();
+  };
+  settle(weights_.embed);
+  settle(weights_.lm_head);
+  for (LayerWeights& w : weights_.layers) {
+    for (Weight* m : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down}) settle(*m);
+  }
+  for (Stacked& s : stacked_) {
+    settle(s.qkv);
+    settle(s.gate_up);
+  }
 }
 
 Runner::~Runner() = default;

@@ -365,3 +365,24 @@ TEST(Matmul, ConcatRowsStacksEveryFormat) {
   EXPECT_THROW(concat_rows(other_k, cpu()), Error);
   EXPECT_THROW(concat_rows({}, cpu()), Error);
 }
+
+// The settled mark (weights no kernel writes again, which overlapping kernels may read early):
+// off by default, kept by copies, never inherited by a new weight built from settled parts.
+TEST(Matmul, SettledMarkIsExplicitAndNotInherited) {
+  const auto dense = [](int64_t n) {
+    Buffer w = Buffer::empty({n, 64}, DType::f32, cpu());
+    fill(w, 0.5, cpu());
+    return Weight::dense(w);
+  };
+  Weight a = dense(2), b = dense(3);
+  EXPECT_FALSE(a.settled());
+  a.settle();
+  b.settle();
+  const Weight copy = a;
+  EXPECT_TRUE(copy.settled());
+  const Weight parts[] = {a, b};
+  const Weight stacked = concat_rows(parts, cpu());
+  EXPECT_EQ(stacked.out_features(), 5);
+  EXPECT_FALSE(stacked.settled());
+  EXPECT_FALSE(Weight::dense(a.data()).settled());
+}

@@ -51,12 +51,20 @@ class Weight {
   Device device() const { return data_.device(); }
   // Bytes a full read of the weight moves (data + scales + biases).
   int64_t nbytes() const;
+  // A settled weight is never written again while it is used (the model runner settles its
+  // weights once they are on the device and the stream has drained). Kernels launched to overlap
+  // the kernel before them may read a settled weight before that kernel has completed, an
+  // unsettled one only after (a weight just written by that kernel would be read stale). A copy
+  // keeps the mark; concat_rows and the constructors return unsettled weights.
+  bool settled() const { return settled_; }
+  void settle() { settled_ = true; }
   std::string describe() const;  // "mlx_affine 4-bit g64 [4096, 14336] bf16 scales on cuda:0"
 
  private:
   WeightFormat format_ = WeightFormat::dense;
   int64_t out_features_ = 0, in_features_ = 0;
   int bits_ = 0, group_size_ = 0;
+  bool settled_ = false;
   Buffer data_, scales_, biases_;
 };
 

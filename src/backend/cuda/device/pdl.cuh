@@ -1,7 +1,8 @@
 // Programmatic dependent launch (sm_90+): a kernel launched with launch_overlapping may start
 // while the kernel before it in the stream is still running, as soon as that one has called
 // allow_dependents_early(). Until its own wait_for_previous_grid() it may only read what no
-// earlier kernel writes (the weights) and write nothing but shared memory; the wait returns once
+// earlier kernel still writes (settled weights: Weight::settle) and write nothing but shared
+// memory; the wait returns once
 // the previous grid has completed and its writes are visible. A decode step is hundreds of short
 // kernels: this hides each GEMV's launch and first memory round trip behind its predecessor.
 #pragma once

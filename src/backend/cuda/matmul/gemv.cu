@@ -176,6 +176,7 @@ struct Params {
   int groups;  // K / group size
   int splits;  // warps per block, each a share of the groups
   int chunk;   // groups per staging of scales (≤ kMaxChunk, splits · chunk ≤ kStagedPerBlock)
+  bool settled;  // the weight is settled: read it before the previous kernel has completed
 };
 
 template <class T, int Bits, int Group, int Tiles>
@@ -369,8 +370,9 @@ __global__ void __launch_bounds__(32 * kMaxAffineSplits, Tiles == 1 && Group <= 
   }
 
   // First in flight: the weights of kAhead groups and the first chunk's scales (their latencies
-  // overlap, and with the launch's overlap also the previous kernel's tail); x, which the
-  // previous kernel may still be writing, only after its grid has completed.
+  // overlap, and for a settled weight also the previous kernel's tail); x, which the previous
+  // kernel may still be writing, only after its grid has completed.
+  if (!p.settled) wait_for_previous_grid();
   uint32_t ring[S::kAhead][2][S::kWords];
 #pragma unroll
   for (int i = 0; i < S::kAhead; ++i) {
@@ -383,7 +385,7 @@ __global__ void __launch_bounds__(32 * kMaxAffineSplits, Tiles == 1 && Group <= 
     }
   }
   if (begin < end) stage_scales(p, sb, stride, row0, begin, min(p.chunk, end - begin), lane);
-  wait_for_previous_grid();
+  if (p.settled) wait_for_previous_grid();
   uint32_t xw[2][Tiles][S::kXWords];  // x of groups at (slot at − begin mod 2) and at + 1
   if (begin < end) {
 #pragma unroll
@@ -513,6 +515,7 @@ bool run(const linear::Job& job, const Stream& stream) {
   p.n = static_cast<int>(job.n);
   p.k = static_cast<int>(job.k);
   p.groups = static_cast<int>(job.k / w.group_size());
+  p.settled = w.settled();
   switch (w.bits() * 1000 + w.group_size()) {
     case 2064:
       return launch<T, 2, 64>(p, stream);
