@@ -9,6 +9,8 @@
 
 #include <cuda_runtime.h>
 
+#include <map>
+#include <mutex>
 #include <utility>
 
 #include "backend/cuda/cuda_check.h"
@@ -29,6 +31,25 @@ __device__ __forceinline__ void allow_dependents_early() {
 #endif
 }
 
+// True when `kernel` as loaded on the current device carries the griddepcontrol instructions:
+// compiled from sm_90+ PTX into sm_90+ code. A build for an older architecture (PTX compiled
+// without them, even when run by JIT on a Hopper) gets ordinary launches: with the overlap but
+// no wait, a kernel would read its predecessor's results before they are visible.
+inline bool overlap_supported(const void* kernel) {
+  int device = 0;
+  MLXN_CUDA_CHECK(cudaGetDevice(&device));
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, bool> known;
+  std::lock_guard lock(mutex);
+  auto [it, inserted] = known.try_emplace({kernel, device}, false);
+  if (inserted) {
+    cudaFuncAttributes attributes{};
+    MLXN_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+    it->second = attributes.binaryVersion >= 90 && attributes.ptxVersion >= 90;
+  }
+  return it->second;
+}
+
 template <class... Params, class... Args>
 void launch_overlapping(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
                         cudaStream_t stream, Args&&... args) {
@@ -41,7 +62,7 @@ void launch_overlapping(void (*kernel)(Params...), dim3 grid, dim3 block, size_t
   overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   overlap.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &overlap;
-  config.numAttrs = 1;
+  config.numAttrs = overlap_supported(reinterpret_cast<const void*>(kernel)) ? 1 : 0;
   MLXN_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
 
