@@ -2,15 +2,15 @@
 // while the kernel before it in the stream is still running, as soon as that one has called
 // allow_dependents_early(). Until its own wait_for_previous_grid() it may only read what no
 // earlier kernel still writes (settled weights: Weight::settle) and write nothing but shared
-// memory; the wait returns once
-// the previous grid has completed and its writes are visible. A decode step is hundreds of short
-// kernels: this hides each GEMV's launch and first memory round trip behind its predecessor.
+// memory; the wait returns once the previous grid has completed and its writes are visible. A
+// decode step is hundreds of short kernels: this hides each GEMV's launch and first memory round
+// trip behind its predecessor.
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <map>
-#include <mutex>
+#include <atomic>
+#include <cstdint>
 #include <utility>
 
 #include "backend/cuda/cuda_check.h"
@@ -31,23 +31,29 @@ __device__ __forceinline__ void allow_dependents_early() {
 #endif
 }
 
-// True when `kernel` as loaded on the current device carries the griddepcontrol instructions:
+// True when the kernels as loaded on the current device carry the griddepcontrol instructions:
 // compiled from sm_90+ PTX into sm_90+ code. A build for an older architecture (PTX compiled
 // without them, even when run by JIT on a Hopper) gets ordinary launches: with the overlap but
-// no wait, a kernel would read its predecessor's results before they are visible.
+// no wait, a kernel would read its predecessor's results before they are visible. Every kernel
+// of the library is built for the same architectures, so the first one launched on a device
+// answers for all (a launch then costs one relaxed atomic load, not a lookup).
 inline bool overlap_supported(const void* kernel) {
+  constexpr int kDevices = 64;
+  static std::atomic<int8_t> known[kDevices];  // 0 not asked yet, 1 no, 2 yes
   int device = 0;
   MLXN_CUDA_CHECK(cudaGetDevice(&device));
-  static std::mutex mutex;
-  static std::map<std::pair<const void*, int>, bool> known;
-  std::lock_guard lock(mutex);
-  auto [it, inserted] = known.try_emplace({kernel, device}, false);
-  if (inserted) {
+  const auto ask = [&] {
     cudaFuncAttributes attributes{};
     MLXN_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
-    it->second = attributes.binaryVersion >= 90 && attributes.ptxVersion >= 90;
+    return attributes.binaryVersion >= 90 && attributes.ptxVersion >= 90;
+  };
+  if (device >= kDevices) return ask();
+  int8_t state = known[device].load(std::memory_order_relaxed);
+  if (state == 0) {
+    state = ask() ? 2 : 1;
+    known[device].store(state, std::memory_order_relaxed);
   }
-  return it->second;
+  return state == 2;
 }
 
 template <class... Params, class... Args>
