@@ -1,10 +1,12 @@
 // Prefill attention on the GPU against the CPU reference (f64), within a bound derived per output
 // element from the GPU's roundings; chunked prefill over the paged cache (bf16, fp8, tq4, a
 // sliding-window ring) against the CPU's composition of the same ops; bad offsets raise
-// mlxn::Error; results are bit-identical run to run.
+// mlxn::Error; results are bit-identical run to run. On an H200 the cases with head_dim 64-256 run
+// the wgmma kernel; MmaSyncKernelOnEveryHeadDim runs them on the mma.sync kernel as well.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <numeric>
 #include <random>
 #include <string>
@@ -225,6 +227,40 @@ TEST(GpuPrefillAttention, RunToRunIdentical) {
   prefill_attention(q, k, v, cu_q, cu_k, a, p, d.gpu);
   prefill_attention(q, k, v, cu_q, cu_k, b, p, d.gpu);
   EXPECT_EQ(test::to_bits(a, d.gpu), test::to_bits(b, d.gpu));
+}
+
+// On a GPU where the wgmma kernel takes head_dim 64-256, the mma.sync kernel (other GPUs,
+// head_dim 512) stays checked: MLXN_PREFILL_KERNEL=mma_sync selects it; an unknown value raises.
+TEST(GpuPrefillAttention, MmaSyncKernelOnEveryHeadDim) {
+  MLXN_REQUIRE_CUDA();
+  struct KernelChoice {
+    explicit KernelChoice(const char* name) { setenv("MLXN_PREFILL_KERNEL", name, 1); }
+    ~KernelChoice() { unsetenv("MLXN_PREFILL_KERNEL"); }
+  };
+  {
+    const KernelChoice choice("mma_sync");
+    for (int dim : {64, 128, 256}) {
+      Case c;
+      c.dim = dim;
+      c.seqs = {{7, 7}, {129, 1000}, {300, 300}};
+      check_case(c);
+    }
+    Case w;
+    w.window = 37;
+    w.softcap = 5.0f;
+    w.sinks = true;
+    w.seqs = {{300, 1000}};
+    check_case(w);
+  }
+  const KernelChoice choice("fastest");
+  const test::CpuGpu d;
+  Buffer q = test::random_buffer({8, 2, 64}, DType::bf16, 1, d.gpu);
+  Buffer out = Buffer::empty({8, 2, 64}, DType::f32, d.gpu);
+  PrefillAttentionParams p;
+  p.scale = 0.125f;
+  const Buffer cu = test::CpuGpu::i32({0, 8}, d.gpu);
+  EXPECT_TRUE(test::throws_error([&] { prefill_attention(q, q, q, cu, cu, out, p, d.gpu); },
+                                 "[prefill_attention]", {"MLXN_PREFILL_KERNEL", "fastest"}));
 }
 
 TEST(GpuPrefillAttention, BadOffsetsRaise) {

@@ -1,4 +1,6 @@
 // Prefill attention on tensor cores: bf16 / f16 Q, K, V, f32 accumulation, mma.sync.m16n8k16.
+// On compute capability 9.0 with an sm_90a build, head_dim 64-256 go to the wgmma kernel in
+// prefill_sm90.cu instead (use_sm90_kernel); this one serves every other case.
 //
 // One block computes a tile of kBr = 16·Mt·Warps query rows of one (sequence, q head) against
 // the sequence's keys, in tiles of Bc keys (the FlashAttention-2 scheme):
@@ -25,9 +27,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
+#include <string_view>
 #include <type_traits>
 
 #include "backend/cuda/attention/prefill.h"
+#include "backend/cuda/attention/prefill_common.cuh"
+#include "backend/cuda/attention/prefill_sm90.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/device/mma.cuh"
 #include "backend/cuda/device/types.cuh"
@@ -39,28 +46,8 @@ namespace mlxn::cuda {
 
 namespace {
 
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
-struct PrefillParams {
-  const void* q;  // [total_q, q_heads, D]
-  const void* k;  // [total_k, kv_heads, D]
-  const void* v;
-  void* out;  // [total_q, q_heads, D] (out_code)
-  const int32_t* cu_q;
-  const int32_t* cu_k;
-  const float* sinks;  // [q_heads] or null
-  float* lse;          // [q_heads, total_q] or null
-  int64_t total_q, total_k;
-  int64_t max_q_len;             // the grid covers this many queries per sequence
-  int q_heads, kv_heads, group;  // group = q_heads / kv_heads
-  int out_code;
-  float scale, softcap;
-  bool causal;
-  int window;
-  DeviceErrorState* flag;
-  uint32_t site;
-};
+using prefill::kLog2e;
+using PrefillParams = prefill::Params;
 
 // Chunk (16 bytes) c of row r in a tile whose rows have Chunks chunks, swizzled.
 template <int Chunks>
@@ -81,22 +68,6 @@ struct Tiling {
   static_assert(kChunksD >= 8 && kChunksDV >= 8 && Bc % 16 == 0);
 };
 
-__device__ __forceinline__ void store_pair(const PrefillParams& p, int64_t index, float a,
-                                           float b) {
-  switch (p.out_code) {
-    case 0:
-      *reinterpret_cast<float2*>(static_cast<float*>(p.out) + index) = make_float2(a, b);
-      break;
-    case 1:
-      *reinterpret_cast<__nv_bfloat162*>(static_cast<__nv_bfloat16*>(p.out) + index) =
-          __floats2bfloat162_rn(a, b);
-      break;
-    default:
-      *reinterpret_cast<__half2*>(static_cast<__half*>(p.out) + index) = __floats2half2_rn(a, b);
-      break;
-  }
-}
-
 template <class T, class Tl, bool Softcap>
 __global__ void __launch_bounds__(Tl::kThreads, Tl::kMinBlocks)
     prefill_kernel(const __grid_constant__ PrefillParams p) {
@@ -114,36 +85,10 @@ __global__ void __launch_bounds__(Tl::kThreads, Tl::kMinBlocks)
   const int seq = static_cast<int>(blockIdx.z / Tl::kParts);
   const int kv_head = head / p.group;
 
-  const int64_t q0 = p.cu_q[seq], q1 = p.cu_q[seq + 1];
-  const int64_t k0 = p.cu_k[seq], k1 = p.cu_k[seq + 1];
-  const int64_t len_q = q1 - q0, len_k = k1 - k0;
-  const bool q_range_ok = q0 >= 0 && q0 <= q1 && q1 <= p.total_q;
-  const bool ok = q_range_ok && k0 >= 0 && k0 <= k1 && k1 <= p.total_k &&
-                  (!p.causal || len_k >= len_q) && len_q <= p.max_q_len;
-  const int64_t i0 = static_cast<int64_t>(q_tile) * kBr;
-  if (!ok) {
-    // A bad sequence: reported once, its rows zeros and its lse -inf (the grid may cover fewer
-    // tiles than it claims, so each block also takes the tiles gridDim.x further on).
-    if (q_tile == 0 && head == 0 && part == 0 && tid == 0) {
-      report_device_error(p.flag, DeviceErrorCode::index_out_of_range, p.site, seq,
-                          q_range_ok ? len_k : q1, 0.0f);
-    }
-    if (!q_range_ok) return;
-    for (int64_t t0 = i0; t0 < len_q; t0 += static_cast<int64_t>(gridDim.x) * kBr) {
-      const int rows = static_cast<int>(len_q - t0 < kBr ? len_q - t0 : kBr);
-      for (int e = tid; e < rows * DV / 2; e += Tl::kThreads) {
-        const int r = e / (DV / 2), c = 2 * (e % (DV / 2));
-        store_pair(p, ((q0 + t0 + r) * p.q_heads + head) * D + part * DV + c, 0.0f, 0.0f);
-      }
-      if (p.lse != nullptr && part == 0) {
-        for (int r = tid; r < rows; r += Tl::kThreads)
-          p.lse[head * p.total_q + q0 + t0 + r] = -INFINITY;
-      }
-    }
-    return;
-  }
-  if (i0 >= len_q) return;
-  const int rows = static_cast<int>(len_q - i0 < kBr ? len_q - i0 : kBr);
+  prefill::QueryTile qt;
+  if (!prefill::begin_query_tile<D, DV, Tl::kThreads, kBr>(p, q_tile, head, part, seq, qt)) return;
+  const int64_t q0 = qt.q0, k0 = qt.k0, len_k = qt.len_k, i0 = qt.i0;
+  const int rows = qt.rows;
 
   const T* q = static_cast<const T*>(p.q);
   const T* k = static_cast<const T*>(p.k);
@@ -158,12 +103,9 @@ __global__ void __launch_bounds__(Tl::kThreads, Tl::kMinBlocks)
   }
   cp_async_commit();
 
-  const int64_t pos_first = len_k - len_q + i0, pos_last = pos_first + rows - 1;
-  const int64_t key_end = p.causal ? min(len_k, pos_last + 1) : len_k;
-  const int64_t key_begin =
-      p.window > 0 && pos_first - p.window + 1 > 0 ? pos_first - p.window + 1 : 0;
-  const int t_begin = static_cast<int>(key_begin / Bc);
-  const int t_end = key_end > key_begin ? static_cast<int>((key_end + Bc - 1) / Bc) : t_begin;
+  const prefill::KeyRange kr = prefill::key_range<Bc>(p, qt);
+  const int64_t pos_first = kr.pos_first;
+  const int t_begin = kr.t_begin, t_end = kr.t_end;
 
   const auto load_kv = [&](int t, int buf) {
     const int64_t key0 = static_cast<int64_t>(t) * Bc;
@@ -236,8 +178,7 @@ __global__ void __launch_bounds__(Tl::kThreads, Tl::kMinBlocks)
 
     // Scale (and cap) into the log2 domain; mask where this tile needs it.
     const int64_t key0 = static_cast<int64_t>(t) * Bc;
-    const bool need_mask = key0 + Bc > len_k || (p.causal && key0 + Bc - 1 > pos_first) ||
-                           (p.window > 0 && key0 < pos_last - p.window + 1);
+    const bool need_mask = prefill::tile_needs_mask<Bc>(p, qt, kr, key0);
 #pragma unroll
     for (int mt = 0; mt < Mt; ++mt) {
 #pragma unroll
@@ -253,9 +194,7 @@ __global__ void __launch_bounds__(Tl::kThreads, Tl::kMinBlocks)
           if (need_mask) {
             const int64_t key = key0 + nt * 8 + 2 * quad + (e & 1);
             const int64_t pos = pos_first + warp_row + mt * 16 + g + 8 * (e >> 1);
-            const bool visible =
-                key < len_k && (!p.causal || key <= pos) && (p.window <= 0 || key > pos - p.window);
-            if (!visible) x = -INFINITY;
+            if (!prefill::key_visible(p, len_k, key, pos)) x = -INFINITY;
           }
           s[mt][nt][e] = x;
         }
@@ -323,29 +262,16 @@ __global__ void __launch_bounds__(Tl::kThreads, Tl::kMinBlocks)
   for (int mt = 0; mt < Mt; ++mt) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float l = l_row[mt][r];
-      l += __shfl_xor_sync(0xffffffffu, l, 1);
-      l += __shfl_xor_sync(0xffffffffu, l, 2);
-      float m = m_row[mt][r];
-      float alpha = 1.0f;
-      if (p.sinks != nullptr) {
-        const float sink = p.sinks[head] * kLog2e;
-        const float m_new = fmaxf(m, sink);
-        alpha = m == -INFINITY ? 0.0f : exp2f(m - m_new);
-        l = l * alpha + exp2f(sink - m_new);
-        m = m_new;
-      }
-      const float inv = l > 0.0f ? alpha / l : 0.0f;
       const int row = warp_row + mt * 16 + g + 8 * r;
+      const float inv =
+          prefill::finish_row(p, head, head * p.total_q + q0 + i0 + row, part == 0 && row < rows,
+                              l_row[mt][r], m_row[mt][r], quad);
       if (row >= rows) continue;
       const int64_t out_row = ((q0 + i0 + row) * p.q_heads + head) * D + part * DV;
 #pragma unroll
       for (int nt = 0; nt < DV / 8; ++nt) {
-        store_pair(p, out_row + nt * 8 + 2 * quad, o[mt][nt][2 * r] * inv,
-                   o[mt][nt][2 * r + 1] * inv);
-      }
-      if (p.lse != nullptr && part == 0 && quad == 0) {
-        p.lse[head * p.total_q + q0 + i0 + row] = l > 0.0f ? (m + log2f(l)) * kLn2 : -INFINITY;
+        prefill::store_pair(p, out_row + nt * 8 + 2 * quad, o[mt][nt][2 * r] * inv,
+                            o[mt][nt][2 * r + 1] * inv);
       }
     }
   }
@@ -392,6 +318,19 @@ void launch_dim(const PrefillParams& p, int dim, int batch, int64_t max_q_len, b
   }
 }
 
+// MLXN_PREFILL_KERNEL=mma_sync keeps the mma.sync kernel on a GPU where the wgmma one applies
+// (tests and benchmarks compare the two); unset or "auto" picks the wgmma kernel there.
+bool use_sm90_kernel(int dim, const Device& device) {
+  const char* choice = std::getenv("MLXN_PREFILL_KERNEL");
+  const std::string_view name = choice != nullptr ? choice : "auto";
+  if (name == "mma_sync") return false;
+  if (name != "auto") {
+    throw Error("prefill_attention",
+                "MLXN_PREFILL_KERNEL must be auto or mma_sync, got \"" + std::string(name) + "\"");
+  }
+  return prefill_sm90_available(dim, device);
+}
+
 }  // namespace
 
 void prefill_attention(const attention::PrefillJob& job, const Stream& stream) {
@@ -419,6 +358,10 @@ void prefill_attention(const attention::PrefillJob& job, const Stream& stream) {
   p.flag = device_error_state(stream.device());
   p.site = job.index_site;
   const bool softcap = job.softcap > 0.0f;
+  if (use_sm90_kernel(job.dim, stream.device())) {
+    prefill_attention_sm90(p, job.q->dtype(), job.dim, job.batch, job.max_q_len, softcap, stream);
+    return;
+  }
   if (job.q->dtype() == DType::bf16) {
     launch_dim<__nv_bfloat16>(p, job.dim, job.batch, job.max_q_len, softcap, stream);
   } else {
