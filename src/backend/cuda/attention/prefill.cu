@@ -257,6 +257,9 @@ __global__ void __launch_bounds__(Tl::kThreads, Tl::kMinBlocks)
     __syncthreads();  // the buffer is refilled by the iteration after next
   }
 
+  // A tile that sees no key never waited for its Q copy: no copy may outlive the block.
+  cp_async_wait<0>();
+
   // Epilogue: the quad's sums, the sink, normalisation, the store.
 #pragma unroll
   for (int mt = 0; mt < Mt; ++mt) {

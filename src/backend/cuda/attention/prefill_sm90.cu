@@ -287,6 +287,9 @@ __global__ void __launch_bounds__(Tl::kThreads, Tl::kMinBlocks)
     wgmma_fence_registers(o);
   }
 
+  // A tile that sees no key never waited for its Q copy: no copy may outlive the block.
+  cp_async_wait<0>();
+
   // Epilogue: the quad's sums, the sink, normalisation, the store.
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
