@@ -212,13 +212,13 @@ __global__ void __launch_bounds__(Tl::kThreads, Tl::kMinBlocks)
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m_row[mt][r], mx);
         const float ref = m_new == -INFINITY ? 0.0f : m_new;  // no key seen yet
-        const float alpha = exp2f(m_row[mt][r] - ref);
+        const float alpha = prefill::exp2_ftz(m_row[mt][r] - ref);
         m_row[mt][r] = m_new;
         float sum = 0.0f;
 #pragma unroll
         for (int nt = 0; nt < Bc / 8; ++nt) {
-          s[mt][nt][2 * r] = exp2f(s[mt][nt][2 * r] - ref);
-          s[mt][nt][2 * r + 1] = exp2f(s[mt][nt][2 * r + 1] - ref);
+          s[mt][nt][2 * r] = prefill::exp2_ftz(s[mt][nt][2 * r] - ref);
+          s[mt][nt][2 * r + 1] = prefill::exp2_ftz(s[mt][nt][2 * r + 1] - ref);
           sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
         }
         l_row[mt][r] = l_row[mt][r] * alpha + sum;  // this lane's share; quad summed at the end
@@ -283,24 +283,9 @@ __global__ void __launch_bounds__(Tl::kThreads, Tl::kMinBlocks)
 template <class T, class Tl>
 void launch(const PrefillParams& p, int batch, int64_t max_q_len, bool softcap,
             const Stream& stream) {
-  const auto kernel = softcap ? prefill_kernel<T, Tl, true> : prefill_kernel<T, Tl, false>;
-  static const bool configured = [&] {
-    MLXN_CUDA_CHECK(cudaFuncSetAttribute(
-        prefill_kernel<T, Tl, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, Tl::kSmemBytes));
-    MLXN_CUDA_CHECK(cudaFuncSetAttribute(
-        prefill_kernel<T, Tl, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, Tl::kSmemBytes));
-    return true;
-  }();
-  (void)configured;
-  const int64_t tiles = (max_q_len + Tl::kBr - 1) / Tl::kBr;
-  if (tiles > 0x7fffffff || static_cast<int64_t>(batch) * Tl::kParts > 65535) {
-    throw Error("prefill_attention", "too many query tiles or sequences for one launch");
-  }
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.q_heads),
-                  static_cast<unsigned>(batch * Tl::kParts));
-  kernel<<<grid, Tl::kThreads, Tl::kSmemBytes, static_cast<cudaStream_t>(stream.native_handle())>>>(
-      p);
-  MLXN_CUDA_CHECK_LAUNCH();
+  prefill::launch_tiles(softcap ? prefill_kernel<T, Tl, true> : prefill_kernel<T, Tl, false>,
+                        Tl::kThreads, Tl::kSmemBytes, (max_q_len + Tl::kBr - 1) / Tl::kBr,
+                        static_cast<int64_t>(batch) * Tl::kParts, p, stream);
 }
 
 template <class T>

@@ -9,14 +9,29 @@
 
 #include <cmath>
 #include <cstdint>
+#include <mutex>
+#include <set>
+#include <utility>
 
+#include "backend/cuda/cuda_check.h"
 #include "mlxn/core/device_errors.h"
+#include "mlxn/core/error.h"
+#include "mlxn/core/stream.h"
 #include "portable/error_state.h"
 
 namespace mlxn::cuda::prefill {
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
+
+// 2^x in one MUFU instruction: inputs below -126 give 0 (they are weights next to a row
+// maximum of 2^0, far under bf16's resolution of the sum). exp2f keeps denormal results and
+// costs a compare and two multiplies more per element.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
 
 struct Params {
   const void* q;  // [total_q, q_heads, D]
@@ -154,6 +169,32 @@ __device__ __forceinline__ float finish_row(const Params& p, int head, int64_t l
     p.lse[lse_index] = l > 0.0f ? (m + log2f(l)) * kLn2 : -INFINITY;
   }
   return l > 0.0f ? alpha / l : 0.0f;
+}
+
+// ---- host side ---------------------------------------------------------------------------------
+
+// Launches `kernel` over (query tiles, q heads, z) with `smem` bytes of dynamic shared memory,
+// first opting the kernel into that much once per device (the attribute is per device: a
+// process-wide flag would leave a second GPU's launch failing).
+template <class Kernel>
+void launch_tiles(Kernel kernel, int threads, int smem, int64_t tiles, int64_t z, const Params& p,
+                  const Stream& stream) {
+  {
+    static std::mutex mutex;
+    static std::set<std::pair<const void*, int>> opted_in;
+    std::lock_guard lock(mutex);
+    if (opted_in.emplace(reinterpret_cast<const void*>(kernel), stream.device().index).second) {
+      MLXN_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    }
+  }
+  if (tiles > 0x7fffffff || z > 65535) {
+    throw Error("prefill_attention", "too many query tiles or sequences for one launch");
+  }
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.q_heads),
+                  static_cast<unsigned>(z));
+  kernel<<<grid, threads, smem, static_cast<cudaStream_t>(stream.native_handle())>>>(p);
+  MLXN_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace mlxn::cuda::prefill

@@ -16,7 +16,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <cmath>
+#include <cstdint>
 
 #include "backend/cuda/attention/prefill_common.cuh"
 #include "backend/cuda/attention/prefill_sm90.h"
@@ -32,14 +34,6 @@ namespace prefill {
 
 __device__ __forceinline__ int clamp_to_int(int64_t x, int lo, int hi) {
   return static_cast<int>(x < lo ? lo : x > hi ? hi : x);
-}
-
-// 2^x in one MUFU instruction: inputs below -126 give 0 (they are weights next to a row
-// maximum of 2^0, far under bf16's resolution of the sum).
-__device__ __forceinline__ float exp2_ftz(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
 }
 
 }  // namespace prefill
@@ -313,27 +307,9 @@ __global__ void __launch_bounds__(Tl::kThreads, Tl::kMinBlocks)
 template <class T, class Tl>
 void launch(const prefill::Params& p, int batch, int64_t max_q_len, bool softcap,
             const Stream& stream) {
-  const auto kernel =
-      softcap ? prefill_sm90_kernel<T, Tl, true> : prefill_sm90_kernel<T, Tl, false>;
-  static const bool configured = [&] {
-    MLXN_CUDA_CHECK(cudaFuncSetAttribute(prefill_sm90_kernel<T, Tl, true>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         Tl::kSmemBytes));
-    MLXN_CUDA_CHECK(cudaFuncSetAttribute(prefill_sm90_kernel<T, Tl, false>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         Tl::kSmemBytes));
-    return true;
-  }();
-  (void)configured;
-  const int64_t tiles = (max_q_len + Tl::kBr - 1) / Tl::kBr;
-  if (tiles > 0x7fffffff || batch > 65535) {
-    throw Error("prefill_attention", "too many query tiles or sequences for one launch");
-  }
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.q_heads),
-                  static_cast<unsigned>(batch));
-  kernel<<<grid, Tl::kThreads, Tl::kSmemBytes, static_cast<cudaStream_t>(stream.native_handle())>>>(
-      p);
-  MLXN_CUDA_CHECK_LAUNCH();
+  prefill::launch_tiles(
+      softcap ? prefill_sm90_kernel<T, Tl, true> : prefill_sm90_kernel<T, Tl, false>, Tl::kThreads,
+      Tl::kSmemBytes, (max_q_len + Tl::kBr - 1) / Tl::kBr, batch, p, stream);
 }
 
 template <class T>
@@ -357,10 +333,26 @@ void launch_dim(const prefill::Params& p, int dim, int batch, int64_t max_q_len,
 bool prefill_sm90_available(int dim, const Device& device) {
 #if defined(MLXN_CUDA_SM90A)
   if (dim != 64 && dim != 128 && dim != 256) return false;
-  int major = 0, minor = 0;
-  MLXN_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device.index));
-  MLXN_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device.index));
-  return major == 9 && minor == 0;  // sm_90a code runs on compute capability 9.0 only
+  // sm_90a code runs on compute capability 9.0 only. Asked once per device (a device's
+  // capability cannot change) and kept in a relaxed atomic, like overlap_supported in
+  // device/pdl.cuh: every prefill call asks.
+  constexpr int kDevices = 64;
+  static std::atomic<int8_t> known[kDevices];  // 0 not asked yet, 1 no, 2 yes
+  const auto ask = [&] {
+    int major = 0, minor = 0;
+    MLXN_CUDA_CHECK(
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device.index));
+    MLXN_CUDA_CHECK(
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device.index));
+    return major == 9 && minor == 0;
+  };
+  if (device.index < 0 || device.index >= kDevices) return ask();
+  int8_t state = known[device.index].load(std::memory_order_relaxed);
+  if (state == 0) {
+    state = ask() ? 2 : 1;
+    known[device.index].store(state, std::memory_order_relaxed);
+  }
+  return state == 2;
 #else
   (void)dim;
   (void)device;
