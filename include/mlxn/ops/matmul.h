@@ -5,7 +5,8 @@
 //   out:  [..., N] f32 / bf16 / f16, the leading axes of x
 // Products are accumulated in f32 and rounded once to out's dtype. On the GPU, M ≤ 16 rows read
 // the weight once in its packed form (bandwidth path); larger M run on the tensor cores
-// (dense: cuBLASLt). The CPU reference accumulates in f64.
+// (cuBLASLt; a packed weight is first dequantized into x's dtype, in tiles of up to 128 MiB
+// taken from the stream's pool for the call). The CPU reference accumulates in f64.
 #pragma once
 
 #include "mlxn/core/buffer.h"

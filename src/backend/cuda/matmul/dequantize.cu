@@ -61,46 +61,57 @@ void gather(const Weight& w, int64_t row0, const Buffer& ids, int64_t rows, cons
       });
 }
 
-// out[r, :] = weight row row0 + r, one thread per chunk.
+// out[r, :] = weight row row0 + r, one thread per chunk. A thread's decoded chunk (64 or 128
+// bytes) goes through shared memory so that the block writes its contiguous run of the tile
+// with consecutive lanes on consecutive 16 bytes: stored straight from the thread, each store
+// instruction wrote 16 bytes every 64 (or 128) and the kernel ran at 1.8 TB/s.
 template <class Fmt, class T>
 __global__ void __launch_bounds__(kThreads)
     stage_rows_kernel(const __grid_constant__ packed::PackedWeight w, int row0, int64_t rows,
                       T* out) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  if (i >= rows * w.chunks) return;
-  const int64_t r = i / w.chunks;
-  const int ch = static_cast<int>(i - r * w.chunks);
-  typename Fmt::Raw raw;
-  Fmt::load(raw, w, row0 + static_cast<int>(r), ch);
-  packed::Chunk c;
-  Fmt::decode(raw, c);
-  float v[packed::kChunk];
-#pragma unroll
-  for (int j = 0; j < 16; ++j) {
-    v[j] = fmaf(c.s_lo, static_cast<float>(c.pair[j] & 0xffffu), c.b_lo);
-    v[16 + j] = fmaf(c.s_hi, static_cast<float>(c.pair[j] >> 16), c.b_hi);
-  }
-  T* o = out + i * packed::kChunk;  // rows are contiguous: chunk i of the tile
-  if constexpr (sizeof(T) == 4) {
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      reinterpret_cast<float4*>(o)[j] =
-          make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
-    }
-  } else {
-    uint32_t h[16];
+  constexpr int kPieces = packed::kChunk * static_cast<int>(sizeof(T)) / 16;  // 16 B per chunk
+  __shared__ uint4 decoded[kThreads * kPieces];
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kThreads;  // the block's first chunk
+  const int64_t i = first + threadIdx.x;
+  if (i < rows * w.chunks) {
+    const int64_t r = i / w.chunks;
+    const int ch = static_cast<int>(i - r * w.chunks);
+    typename Fmt::Raw raw;
+    Fmt::load(raw, w, row0 + static_cast<int>(r), ch);
+    packed::Chunk c;
+    Fmt::decode(raw, c);
+    float v[packed::kChunk];
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-      const T lo = from_float<T>(v[2 * j]), hi = from_float<T>(v[2 * j + 1]);
-      h[j] = static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&lo)) |
-             (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
+      v[j] = fmaf(c.s_lo, static_cast<float>(c.pair[j] & 0xffffu), c.b_lo);
+      v[16 + j] = fmaf(c.s_hi, static_cast<float>(c.pair[j] >> 16), c.b_hi);
     }
+    uint4* mine = decoded + threadIdx.x * kPieces;
+    if constexpr (sizeof(T) == 4) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      reinterpret_cast<uint4*>(o)[j] =
-          make_uint4(h[4 * j], h[4 * j + 1], h[4 * j + 2], h[4 * j + 3]);
+      for (int j = 0; j < kPieces; ++j) {
+        mine[j] = make_uint4(__float_as_uint(v[4 * j]), __float_as_uint(v[4 * j + 1]),
+                             __float_as_uint(v[4 * j + 2]), __float_as_uint(v[4 * j + 3]));
+      }
+    } else {
+      uint32_t h[16];
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const T lo = from_float<T>(v[2 * j]), hi = from_float<T>(v[2 * j + 1]);
+        h[j] = static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&lo)) |
+               (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&hi)) << 16);
+      }
+#pragma unroll
+      for (int j = 0; j < kPieces; ++j) {
+        mine[j] = make_uint4(h[4 * j], h[4 * j + 1], h[4 * j + 2], h[4 * j + 3]);
+      }
     }
   }
+  __syncthreads();
+  // Rows are contiguous in the tile: chunk i starts at element i · kChunk.
+  const int64_t valid = min(static_cast<int64_t>(kThreads), rows * w.chunks - first);
+  uint4* dst = reinterpret_cast<uint4*>(out + first * packed::kChunk);
+  for (int p = threadIdx.x; p < valid * kPieces; p += kThreads) dst[p] = decoded[p];
 }
 
 }  // namespace
