@@ -170,11 +170,6 @@ __device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_
       "l"(src), "r"(bytes), "r"(smem_addr(bar))
       : "memory");
 }
-// Orders this thread's earlier shared-memory reads (generic proxy) before bulk copies (async
-// proxy) that overwrite the same stage.
-__device__ __forceinline__ void fence_proxy_async() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
 __device__ __forceinline__ uint32_t e4m3x2_to_half2(uint32_t two_bytes) {
   uint32_t out;
   asm("{ .reg .b16 t; cvt.u16.u32 t, %1; cvt.rn.f16x2.e4m3x2 %0, t; }\n"

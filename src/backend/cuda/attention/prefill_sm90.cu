@@ -16,7 +16,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -154,7 +153,7 @@ __global__ void __launch_bounds__(Tl::kThreads, Tl::kMinBlocks)
   float s[Bc / 2];
   const auto begin_tile = [&](int t) {
     cp_async_wait<0>();
-    fence_shared_to_async_proxy();
+    fence_proxy_async();
     // Tile t is complete for every thread; both warpgroups are done with K t - 1 and V t - 2,
     // whose buffers the next copies reuse.
     __syncthreads();
@@ -333,26 +332,9 @@ void launch_dim(const prefill::Params& p, int dim, int batch, int64_t max_q_len,
 bool prefill_sm90_available(int dim, const Device& device) {
 #if defined(MLXN_CUDA_SM90A)
   if (dim != 64 && dim != 128 && dim != 256) return false;
-  // sm_90a code runs on compute capability 9.0 only. Asked once per device (a device's
-  // capability cannot change) and kept in a relaxed atomic, like overlap_supported in
-  // device/pdl.cuh: every prefill call asks.
-  constexpr int kDevices = 64;
-  static std::atomic<int8_t> known[kDevices];  // 0 not asked yet, 1 no, 2 yes
-  const auto ask = [&] {
-    int major = 0, minor = 0;
-    MLXN_CUDA_CHECK(
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device.index));
-    MLXN_CUDA_CHECK(
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device.index));
-    return major == 9 && minor == 0;
-  };
-  if (device.index < 0 || device.index >= kDevices) return ask();
-  int8_t state = known[device.index].load(std::memory_order_relaxed);
-  if (state == 0) {
-    state = ask() ? 2 : 1;
-    known[device.index].store(state, std::memory_order_relaxed);
-  }
-  return state == 2;
+  // sm_90a code runs on compute capability 9.0 only (device_properties caches the query).
+  const DeviceProperties& props = device_properties(device);
+  return props.compute_major == 9 && props.compute_minor == 0;
 #else
   (void)dim;
   (void)device;

@@ -1,6 +1,6 @@
 // The warp-level tensor-core PTX the attention and matmul kernels share: shared-memory
-// addresses, cp.async copies, ldmatrix, mma.sync.m16n8k16 (f32 accumulation) and the packing
-// of its A operand.
+// addresses, cp.async copies, the generic-to-async proxy fence, ldmatrix, mma.sync.m16n8k16 (f32
+// accumulation) and the packing of its A operand.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -24,6 +24,12 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+// sm_90: orders this thread's earlier shared-memory accesses through the generic proxy (stores,
+// completed cp.async copies, loads) before later ones through the async proxy (wgmma reading
+// its operands, bulk copies overwriting a stage). A barrier between threads still follows.
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
 // Four 8x8 b16 matrices; lane l addresses row l % 8 of matrix l / 8.

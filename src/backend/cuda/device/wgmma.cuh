@@ -1,10 +1,12 @@
 // Warpgroup matrix multiply-accumulate (sm_90a). Wgmma<N, T>::ss and ::rs issue one
 // wgmma.mma_async of shape m64nNk16 with f32 accumulators; the caller fences, commits and waits
 // (wgmma_fence / wgmma_commit / wgmma_wait below) and builds the shared-memory descriptors
-// (wgmma_desc_sw128). The wrappers themselves name every accumulator register, so they are
-// generated: device/wgmma_shapes.cuh, by scripts/make_wgmma_header.py.
-// Accumulator layout (per warp w of the warpgroup, lane = 4 g + q): d[4 i + 2 h + e] is row
-// 16 w + g + 8 h, column 8 i + 2 q + e, the mma.sync m16n8 layout repeated over N / 8.
+// (wgmma_desc_sw128); operands written with stores or cp.async need fence_proxy_async
+// (device/mma.cuh) and a barrier before the wgmma reads them. The wrappers themselves name every
+// accumulator register, so they are generated: device/wgmma_shapes.cuh, by
+// scripts/make_wgmma_header.py. Accumulator layout (per warp w of the warpgroup, lane = 4 g + q):
+// d[4 i + 2 h + e] is row 16 w + g + 8 h, column 8 i + 2 q + e, the mma.sync m16n8 layout repeated
+// over N / 8.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -30,11 +32,6 @@ __device__ __forceinline__ void wgmma_fence() {
 }
 __device__ __forceinline__ void wgmma_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-// Makes this thread's shared-memory writes (stores, cp.async) visible to the async proxy that
-// wgmma reads through; then a barrier, then the wgmma.
-__device__ __forceinline__ void fence_shared_to_async_proxy() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 // Waits until at most Pending committed groups are still running.
 template <int Pending>
